@@ -30,8 +30,8 @@ var (
 type Format string
 
 const (
-	FormatV2     Format = "fl"     // SQLite, upstream rfs
-	FormatLegacy Format = "flist"  // tar.gz + flistdb.sqlite3 + capnp
+	FormatV2     Format = "fl"    // SQLite, upstream rfs
+	FormatLegacy Format = "flist" // tar.gz + flistdb.sqlite3 + capnp
 )
 
 // Type is the kind of a filesystem entry.
