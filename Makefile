@@ -1,0 +1,34 @@
+# zosfs-agent — build, test, benchmark and demo. See README.md.
+GO      ?= go
+BIN     := bin/zosfs-agent
+# The shipped binary is static: the SQLite driver is pure Go.
+export CGO_ENABLED ?= 0
+
+.PHONY: build test bench demo fuzz vet clean
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/zosfs-agent
+
+# The whole suite, race detector on (the race detector itself needs cgo).
+test:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
+
+vet:
+	$(GO) vet ./...
+
+# Ratios against baselines measured in the same run; results go to docs/BENCHMARKS.md.
+bench: build
+	./scripts/bench-pack.sh
+
+demo: build
+	./scripts/demo.sh
+
+# A short run of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 20s
+fuzz:
+	@for t in $$($(GO) test -list 'Fuzz.*' ./flist | grep ^Fuzz); do \
+		echo "== $$t"; $(GO) test ./flist -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
+
+clean:
+	rm -rf bin

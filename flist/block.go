@@ -1,0 +1,109 @@
+package flist
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+
+	"github.com/golang/snappy"
+	"golang.org/x/crypto/blake2b"
+)
+
+// BlockSize is the size of the pieces files are cut into: every block of a file is this
+// long except the last, which is shorter; an empty file has no block. Upstream rfs uses
+// the same size, so identical content yields identical block ids across tools.
+const BlockSize = 512 << 10
+
+// maxBlockPlain bounds the decoded size of a block that a decoder accepts. It is larger
+// than BlockSize so that flists made with other chunk sizes still read, and small enough
+// that a hostile block cannot make a decoder allocate without limit.
+const maxBlockPlain = 4 << 20
+
+// MaxBlockStored bounds the stored (compressed, encrypted) size of a block a reader should
+// accept from a store or a peer: snappy's worst case for maxBlockPlain plus cipher overhead.
+const MaxBlockStored = 32 + maxBlockPlain + maxBlockPlain/6 + 64
+
+// ErrBlockCorrupt: stored block bytes do not match the id, or do not decode to content
+// matching the key.
+var ErrBlockCorrupt = errors.New("corrupt block")
+
+// EncodeBlock runs the v2 block pipeline on plain: key = BLAKE2b-256(plain), raw snappy,
+// AES-256-GCM with nonce key[0:12] and the tag appended, id = BLAKE2b-256(ciphertext).
+// It returns the block's id and key and the bytes to store.
+func EncodeBlock(plain []byte) (Block, []byte) {
+	key := blake2b.Sum256(plain)
+	compressed := snappy.Encode(nil, plain)
+	data := newGCM(key[:]).Seal(compressed[:0:0], key[:12], compressed, nil)
+	id := blake2b.Sum256(data)
+	return Block{ID: id[:], Key: key[:]}, data
+}
+
+// DecodeBlock verifies stored bytes against b.ID, decrypts and decompresses them and
+// verifies the result against b.Key. The format follows the id length: 32 bytes for v2
+// blocks, 16 for legacy ones. Errors wrap ErrBlockCorrupt.
+func DecodeBlock(b Block, data []byte) ([]byte, error) {
+	switch {
+	case len(b.ID) == 32 && len(b.Key) == 32:
+		return decodeV2Block(b, data)
+	case len(b.ID) == 16 && len(b.Key) == 16:
+		return decodeLegacyBlock(b, data)
+	}
+	return nil, fmt.Errorf("%w: id of %d bytes and key of %d bytes", ErrBlockCorrupt, len(b.ID), len(b.Key))
+}
+
+// VerifyBlock checks that stored bytes hash to id, without decoding them. Caches and peers
+// use it to accept a block they cannot (and need not) decrypt.
+func VerifyBlock(id, data []byte) error {
+	var sum []byte
+	switch len(id) {
+	case 32:
+		s := blake2b.Sum256(data)
+		sum = s[:]
+	case 16:
+		h, _ := blake2b.New(16, nil)
+		h.Write(data)
+		sum = h.Sum(nil)
+	default:
+		return fmt.Errorf("%w: id of %d bytes", ErrBlockCorrupt, len(id))
+	}
+	if !bytes.Equal(sum, id) {
+		return fmt.Errorf("%w: content hashes to %x, want %x", ErrBlockCorrupt, sum, id)
+	}
+	return nil
+}
+
+func decodeV2Block(b Block, data []byte) ([]byte, error) {
+	if err := VerifyBlock(b.ID, data); err != nil {
+		return nil, err
+	}
+	compressed, err := newGCM(b.Key).Open(nil, b.Key[:12], data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %x: decrypt: %v", ErrBlockCorrupt, b.ID, err)
+	}
+	n, err := snappy.DecodedLen(compressed)
+	if err != nil || n > maxBlockPlain {
+		return nil, fmt.Errorf("%w: %x: bad snappy length (%d, %v)", ErrBlockCorrupt, b.ID, n, err)
+	}
+	plain, err := snappy.Decode(make([]byte, n), compressed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %x: decompress: %v", ErrBlockCorrupt, b.ID, err)
+	}
+	if key := blake2b.Sum256(plain); !bytes.Equal(key[:], b.Key) {
+		return nil, fmt.Errorf("%w: %x: content does not match its key", ErrBlockCorrupt, b.ID)
+	}
+	return plain, nil
+}
+
+func newGCM(key []byte) cipher.AEAD {
+	c, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err) // key is always 32 bytes here
+	}
+	g, err := cipher.NewGCM(c)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}

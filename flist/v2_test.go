@@ -1,0 +1,201 @@
+package flist_test
+
+import (
+	"bytes"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/fixtures"
+)
+
+// hostileCopy copies a fixture flist and applies SQL to the copy.
+func hostileCopy(t *testing.T, fixture string, stmts ...string) string {
+	t.Helper()
+	src, _ := fixtures.Flist(t, fixture)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "hostile.fl")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	return p
+}
+
+// TestOpenV2Hostile: damaged or hostile .fl files give a clear error, at open or at the
+// latest when the manifest walks them — never a panic or a hang.
+func TestOpenV2Hostile(t *testing.T) {
+	const fix = "hello-world-latest.fl"
+	ins := "INSERT INTO inode (ino, parent, name, size, uid, gid, mode, rdev, ctime, mtime) VALUES "
+	for _, tc := range []struct {
+		name  string
+		stmts []string
+		want  error
+	}{
+		{"parent-link cycle", []string{ins + "(100, 101, 'a', 0, 0, 0, 16877, 0, 0, 0)", ins + "(101, 100, 'b', 0, 0, 0, 16877, 0, 0, 0)"}, flist.ErrCorrupt},
+		{"self parent", []string{"UPDATE inode SET parent = ino WHERE name = 'etc'"}, flist.ErrCorrupt},
+		{"root with a parent", []string{"UPDATE inode SET parent = 5 WHERE ino = 1"}, flist.ErrCorrupt},
+		{"root missing", []string{"DELETE FROM inode WHERE ino = 1"}, flist.ErrNotFound},
+		{"child of a file", []string{ins + "(100, 3, 'x', 0, 0, 0, 33188, 0, 0, 0)"}, flist.ErrCorrupt},
+		{"name with slash", []string{"UPDATE inode SET name = 'a/b' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"name dotdot", []string{"UPDATE inode SET name = '..' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"name dot", []string{"UPDATE inode SET name = '.' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"name with NUL", []string{"UPDATE inode SET name = 'a' || char(0) || 'b' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"empty name", []string{"UPDATE inode SET name = '' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"null name", []string{"UPDATE inode SET name = NULL WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"absurd size", []string{"UPDATE inode SET size = 1000000000000000000 WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"negative size", []string{"UPDATE inode SET size = -5 WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"size without blocks", []string{"DELETE FROM block"}, flist.ErrCorrupt},
+		{"bad mode", []string{"UPDATE inode SET mode = 0 WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"text in a number", []string{"UPDATE inode SET uid = 'root' WHERE name = 'hello'"}, flist.ErrCorrupt},
+		{"symlink without target", []string{"DELETE FROM extra"}, flist.ErrCorrupt},
+		{"duplicate names", []string{ins + "(100, 1, 'hello', 0, 0, 0, 33188, 0, 0, 0)"}, flist.ErrCorrupt},
+		{"short block id", []string{"UPDATE block SET id = x'00112233'"}, flist.ErrCorrupt},
+		{"bad route", []string{"INSERT INTO route VALUES (5, 300, 'dir:///x')"}, flist.ErrCorrupt},
+		{"missing table", []string{"DROP TABLE block"}, flist.ErrFormat},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := hostileCopy(t, fix, tc.stmts...)
+			err := openAndWalk(t, p)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// openAndWalk opens an flist and reads all of it the way a mount and the CLI do.
+func openAndWalk(t testing.TB, p string) error {
+	f, err := flist.Open(t.Context(), p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Routes(t.Context()); err != nil {
+		return err
+	}
+	if _, err := f.Tags(t.Context()); err != nil {
+		return err
+	}
+	return flist.Walk(t.Context(), f, func(_ string, e flist.Entry) error {
+		if e.Type == flist.TypeFile {
+			_, err := f.Blocks(t.Context(), e.Ino)
+			return err
+		}
+		return nil
+	})
+}
+
+func TestOpenNotAnFlist(t *testing.T) {
+	redis, _ := fixtures.Flist(t, "redis-latest.fl")
+	whole, err := os.ReadFile(redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"text", []byte("hello, I am not an flist\n")},
+		{"sqlite header only", whole[:100]},
+		{"truncated sqlite", whole[:len(whole)/2]},
+		{"truncated gzip", []byte{0x1f, 0x8b, 8, 0}},
+		{"random", bytes.Repeat([]byte{0x5a, 0xa5, 0x00, 0xff}, 5000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "x.fl")
+			if err := os.WriteFile(p, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := openAndWalk(t, p)
+			if !errors.Is(err, flist.ErrFormat) && !errors.Is(err, flist.ErrCorrupt) {
+				t.Fatalf("err = %v, want ErrFormat or ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestV2Navigation: lookups, readdir and blocks by inode on a real flist.
+func TestV2Navigation(t *testing.T) {
+	p, _ := fixtures.Flist(t, "alpine-latest.fl")
+	f, err := flist.OpenV2(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx := t.Context()
+	bb, err := flist.LookupPath(ctx, f, "/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bb.Type != flist.TypeFile || bb.Size != 808712 || bb.NBlocks != 2 || bb.Perm() != 0o755 {
+		t.Errorf("/bin/busybox = %+v", bb)
+	}
+	blocks, err := f.Blocks(ctx, bb.Ino)
+	if err != nil || len(blocks) != 2 {
+		t.Fatalf("blocks = %d, %v", len(blocks), err)
+	}
+	ls, err := flist.LookupPath(ctx, f, "bin/ls")
+	if err != nil || ls.Type != flist.TypeSymlink || ls.Target != "/bin/busybox" {
+		t.Errorf("bin/ls = %+v, %v", ls, err)
+	}
+	if _, err := flist.LookupPath(ctx, f, "/bin/nope"); !errors.Is(err, flist.ErrNotFound) {
+		t.Errorf("missing: err = %v", err)
+	}
+	if _, err := flist.LookupPath(ctx, f, "/bin/busybox/x"); !errors.Is(err, flist.ErrNotDir) {
+		t.Errorf("through a file: err = %v", err)
+	}
+	for _, bad := range []string{"..", ".", "a/b", ""} {
+		if _, err := f.Lookup(ctx, flist.RootIno, bad); !errors.Is(err, flist.ErrNotFound) {
+			t.Errorf("Lookup(%q): err = %v", bad, err)
+		}
+	}
+	if _, err := f.ReadDir(ctx, bb.Ino); !errors.Is(err, flist.ErrNotDir) {
+		t.Errorf("ReadDir(file): err = %v", err)
+	}
+	bin, _ := flist.LookupPath(ctx, f, "/bin")
+	children, err := f.ReadDir(ctx, bin.Ino)
+	if err != nil || len(children) < 50 {
+		t.Fatalf("ReadDir(/bin) = %d entries, %v", len(children), err)
+	}
+	for i := 1; i < len(children); i++ {
+		if children[i-1].Name >= children[i].Name {
+			t.Fatalf("ReadDir not sorted: %q before %q", children[i-1].Name, children[i].Name)
+		}
+	}
+}
+
+// FuzzOpenV2 mutates real .fl files: opening and walking must never panic or hang.
+func FuzzOpenV2(f *testing.F) {
+	for _, name := range []string{"hello-world-latest.fl", "alpine-latest.fl"} {
+		p, _ := fixtures.Flist(f, name)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "fuzz.fl")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = openAndWalk(t, p)
+	})
+}
