@@ -151,7 +151,8 @@ func extractLegacyDB(ctx context.Context, archive string, dst io.Writer) error {
 		return fmt.Errorf("%w: not a gzip archive: %v", ErrFormat, err)
 	}
 	defer zr.Close()
-	tr := tar.NewReader(&legacyLimitReader{r: zr, n: maxLegacyArchive})
+	lr := &legacyLimitReader{r: zr, n: maxLegacyArchive}
+	tr := tar.NewReader(lr)
 	for first := true; ; first = false {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -171,6 +172,12 @@ func extractLegacyDB(ctx context.Context, archive string, dst io.Writer) error {
 		if hdr.Typeflag != tar.TypeReg {
 			return fmt.Errorf("%w: %s is not a regular file in the archive", ErrCorrupt, legacyDBName)
 		}
+		for k := range hdr.PAXRecords {
+			// A sparse member would expand holes into zeros without reading input.
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				return fmt.Errorf("%w: %s is a sparse file in the archive", ErrCorrupt, legacyDBName)
+			}
+		}
 		if hdr.Size > maxLegacyDB {
 			return fmt.Errorf("%w: %s is %d bytes, more than the limit of %d", ErrCorrupt, legacyDBName, hdr.Size, int64(maxLegacyDB))
 		}
@@ -188,7 +195,19 @@ func extractLegacyDB(ctx context.Context, archive string, dst io.Writer) error {
 			}
 			left -= int64(n)
 		}
-		return nil
+		// Read the rest of the archive so that gzip verifies its checksum of the whole.
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			_, err := io.CopyN(io.Discard, lr, 16<<20)
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("%w: reading the archive after %s: %v", ErrCorrupt, legacyDBName, err)
+			}
+		}
 	}
 }
 
@@ -212,13 +231,87 @@ func (l *legacyLimitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// legacyStore reads keyed capnp messages from the database.
+// legacyStore reads keyed capnp messages from the database: one indexed query per key,
+// or, when the entries table has no index on key (which would make every lookup a scan of
+// the table), from a map filled by a single scan.
 type legacyStore struct {
 	stmt *sql.Stmt
+	all  map[string][]byte // nil when stmt is used
 	acis map[string]legacyACI
 }
 
+const legacyValueColumns = `length(CAST(value AS BLOB)),
+	CASE WHEN length(CAST(value AS BLOB)) <= ?1 THEN CAST(value AS BLOB) END`
+
+func newLegacyStore(ctx context.Context, conn *sql.Conn) (*legacyStore, error) {
+	const q = `SELECT ` + legacyValueColumns + ` FROM entries WHERE key = ?2 LIMIT 1`
+	s := &legacyStore{acis: map[string]legacyACI{}}
+	indexed := false
+	rows, err := conn.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, maxLegacyValue, "")
+	if err != nil {
+		return nil, fmt.Errorf("no entries table: %w", legacySQLError(ctx, err))
+	}
+	for rows.Next() {
+		var id, parent, unused any
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			rows.Close()
+			return nil, legacySQLError(ctx, err)
+		}
+		indexed = indexed || strings.HasPrefix(detail, "SEARCH")
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, legacySQLError(ctx, err)
+	}
+	if indexed {
+		if s.stmt, err = conn.PrepareContext(ctx, q); err != nil {
+			return nil, legacySQLError(ctx, err)
+		}
+		return s, nil
+	}
+
+	rows, err = conn.QueryContext(ctx, `SELECT CAST(key AS BLOB), `+legacyValueColumns+` FROM entries`, maxLegacyValue)
+	if err != nil {
+		return nil, legacySQLError(ctx, err)
+	}
+	defer rows.Close()
+	s.all = map[string][]byte{}
+	for rows.Next() {
+		var key []byte
+		var n sql.NullInt64
+		var b []byte
+		if err := rows.Scan(&key, &n, &b); err != nil {
+			return nil, legacySQLError(ctx, err)
+		}
+		if _, dup := s.all[string(key)]; dup {
+			return nil, fmt.Errorf("%w: key %q appears twice", ErrCorrupt, key)
+		}
+		if err := checkLegacyValue(string(key), n); err != nil {
+			return nil, err
+		}
+		s.all[string(key)] = b
+	}
+	if err := rows.Err(); err != nil {
+		return nil, legacySQLError(ctx, err)
+	}
+	return s, nil
+}
+
+func (s *legacyStore) close() {
+	if s.stmt != nil {
+		s.stmt.Close()
+	}
+}
+
 func (s *legacyStore) value(ctx context.Context, key string) ([]byte, error) {
+	if s.all != nil {
+		b, ok := s.all[key]
+		if !ok {
+			return nil, fmt.Errorf("%w: key %q not found", ErrCorrupt, key)
+		}
+		return b, nil
+	}
 	var n sql.NullInt64
 	var b []byte
 	err := s.stmt.QueryRowContext(ctx, maxLegacyValue, key).Scan(&n, &b)
@@ -227,12 +320,22 @@ func (s *legacyStore) value(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: key %q not found", ErrCorrupt, key)
 	case err != nil:
 		return nil, legacySQLError(ctx, err)
-	case !n.Valid || n.Int64 == 0:
-		return nil, fmt.Errorf("%w: key %q has no value", ErrCorrupt, key)
-	case n.Int64 > maxLegacyValue:
-		return nil, fmt.Errorf("%w: value of key %q is %d bytes, more than the limit of %d", ErrCorrupt, key, n.Int64, maxLegacyValue)
+	}
+	if err := checkLegacyValue(key, n); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+// checkLegacyValue checks the length of a value, as the query reports it.
+func checkLegacyValue(key string, n sql.NullInt64) error {
+	switch {
+	case !n.Valid || n.Int64 == 0:
+		return fmt.Errorf("%w: key %q has no value", ErrCorrupt, key)
+	case n.Int64 > maxLegacyValue:
+		return fmt.Errorf("%w: value of key %q is %d bytes, more than the limit of %d", ErrCorrupt, key, n.Int64, maxLegacyValue)
+	}
+	return nil
 }
 
 func (s *legacyStore) aci(ctx context.Context, key string) (legacyACI, error) {
@@ -298,18 +401,15 @@ func readLegacyDB(ctx context.Context, db *sql.DB) (*Legacy, error) {
 		return nil, err
 	}
 
-	stmt, err := conn.PrepareContext(ctx,
-		`SELECT length(CAST(value AS BLOB)),
-		        CASE WHEN length(CAST(value AS BLOB)) <= ?1 THEN CAST(value AS BLOB) END
-		 FROM entries WHERE key = ?2 LIMIT 1`)
+	store, err := newLegacyStore(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("no entries table: %w", legacySQLError(ctx, err))
+		return nil, err
 	}
-	defer stmt.Close()
+	defer store.close()
 
 	rootKey := legacyDirKey("")
 	bld := &legacyBuilder{
-		store: &legacyStore{stmt: stmt, acis: map[string]legacyACI{}},
+		store: store,
 		l:     l,
 		seen:  map[string]bool{rootKey: true},
 	}

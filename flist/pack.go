@@ -22,7 +22,8 @@ import (
 )
 
 // BlockSink receives the blocks a pack produces. Has lets the packer skip blocks the
-// sink already holds, so that re-packing costs no store writes.
+// sink already holds, so that re-packing costs no store writes. A sink that also has a
+// Sync(ctx) error method is synced once all blocks are in, before the flist is written.
 type BlockSink interface {
 	Has(ctx context.Context, id []byte) (bool, error)
 	Put(ctx context.Context, id []byte, data []byte) error
@@ -142,6 +143,11 @@ func pack(ctx context.Context, out string, cfg PackConfig, read func(*packer) er
 	stop()
 	if err != nil {
 		return p.stats, err
+	}
+	if sy, ok := cfg.Sink.(interface{ Sync(context.Context) error }); ok {
+		if err := sy.Sync(ctx); err != nil {
+			return p.stats, err
+		}
 	}
 	if err := p.resolveLinks(); err != nil {
 		return p.stats, err

@@ -64,6 +64,9 @@ func WriteFile(ctx context.Context, w io.Writer, f Flist, e Entry, src BlockSour
 				return
 			}
 			plain, err := DecodeBlock(blocks[i], data)
+			if err != nil {
+				err = fmt.Errorf("block %d: %w", i, err)
+			}
 			ch <- result{plain, err}
 		}()
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/internal/fixtures"
@@ -181,6 +182,9 @@ func TestV2Navigation(t *testing.T) {
 	}
 }
 
+// fuzzDeadline bounds one fuzz input's work: past it the input counts as a hang.
+const fuzzDeadline = 20 * time.Second
+
 // FuzzOpenV2 mutates real .fl files: opening and walking must never panic or hang.
 func FuzzOpenV2(f *testing.F) {
 	for _, name := range []string{"hello-world-latest.fl", "alpine-latest.fl"} {
@@ -196,6 +200,15 @@ func FuzzOpenV2(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_ = openAndWalk(t, p)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = openAndWalk(t, p)
+		}()
+		select {
+		case <-done:
+		case <-time.After(fuzzDeadline):
+			t.Fatalf("open and walk took over %s", fuzzDeadline)
+		}
 	})
 }

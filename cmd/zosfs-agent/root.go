@@ -1,0 +1,24 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "zosfs-agent",
+		Short: "Ship flist filesystem images to edge nodes: pack, inspect, serve lazily",
+		Long: `zosfs-agent packs directory trees and tar archives into flists (small metadata
+databases whose file contents live as encrypted, content-addressed blocks in stores),
+and reads the flists that exist today: rfs .fl files and legacy .flist archives.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newPackCmd(),
+		newManifestCmd(),
+		newInspectCmd(),
+		newCatCmd(),
+	)
+	return root
+}
