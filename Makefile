@@ -27,7 +27,7 @@ demo: build
 FUZZTIME ?= 20s
 fuzz:
 	@for t in $$($(GO) test -list 'Fuzz.*' ./flist | grep ^Fuzz); do \
-		echo "== $$t"; $(GO) test ./flist -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; \
+		echo "== $$t"; $(GO) test ./flist -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x || exit 1; \
 	done
 
 clean:

@@ -33,11 +33,27 @@ var ErrBlockCorrupt = errors.New("corrupt block")
 // AES-256-GCM with nonce key[0:12] and the tag appended, id = BLAKE2b-256(ciphertext).
 // It returns the block's id and key and the bytes to store.
 func EncodeBlock(plain []byte) (Block, []byte) {
+	var e blockEncoder
+	return e.encode(plain)
+}
+
+// blockEncoder runs the v2 pipeline reusing its buffers from block to block, which spares
+// the packer two large allocations per block. The bytes it returns are valid until its
+// next call. Not safe for concurrent use.
+type blockEncoder struct {
+	compressed []byte
+	sealed     []byte
+}
+
+func (e *blockEncoder) encode(plain []byte) (Block, []byte) {
 	key := blake2b.Sum256(plain)
-	compressed := snappy.Encode(nil, plain)
-	data := newGCM(key[:]).Seal(compressed[:0:0], key[:12], compressed, nil)
-	id := blake2b.Sum256(data)
-	return Block{ID: id[:], Key: key[:]}, data
+	if n := snappy.MaxEncodedLen(len(plain)); len(e.compressed) < n {
+		e.compressed = make([]byte, n)
+	}
+	compressed := snappy.Encode(e.compressed, plain)
+	e.sealed = newGCM(key[:]).Seal(e.sealed[:0], key[:12], compressed, nil)
+	id := blake2b.Sum256(e.sealed)
+	return Block{ID: id[:], Key: key[:]}, e.sealed
 }
 
 // DecodeBlock verifies stored bytes against b.ID, decrypts and decompresses them and

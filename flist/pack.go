@@ -22,7 +22,8 @@ import (
 )
 
 // BlockSink receives the blocks a pack produces. Has lets the packer skip blocks the
-// sink already holds, so that re-packing costs no store writes. A sink that also has a
+// sink already holds, so that re-packing costs no store writes. Put must not keep data
+// after it returns: the packer reuses the buffer. A sink that also has a
 // Sync(ctx) error method is synced once all blocks are in, before the flist is written.
 type BlockSink interface {
 	Has(ctx context.Context, id []byte) (bool, error)
@@ -198,8 +199,9 @@ func (p *packer) reportProgress(ctx context.Context) (stop func()) {
 
 // encode turns chunks into blocks and hands each new block to the sink.
 func (p *packer) encode() error {
+	var enc blockEncoder
 	for c := range p.chunks {
-		b, data := EncodeBlock((*c.buf)[:c.n])
+		b, data := enc.encode((*c.buf)[:c.n])
 		chunkPool.Put(c.buf)
 		p.mu.Lock()
 		c.node.Blocks[c.index] = b

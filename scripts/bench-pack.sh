@@ -25,6 +25,9 @@ if [ ! -f "$tree.done" ]; then
   go run ./internal/tools/gentree -size "$SIZE" -seed 1 "$tree" >&2
   touch "$tree.done"
 fi
+# Every run writes to a directory of its own, all removed at the end: on ext4, creating
+# files right after deleting many makes inode allocation scan for recently deleted inodes,
+# which would charge the previous run's clean-up to the next one.
 out="$DIR/out"; rm -rf "$out"; mkdir -p "$out"
 trap 'rm -rf "$out"' EXIT
 
@@ -39,22 +42,21 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 zstd_times=() zstd_sync_times=() pack_times=()
 for i in $(seq "$RUNS"); do
-  rm -rf "$out"/*; sync
+  run="$out/$i"; mkdir -p "$run"; sync
   t0=$(now)
-  tar -C "$tree" -cf - . | zstd -T0 -3 -q -f -o "$out/tree.tar.zst"
+  tar -C "$tree" -cf - . | zstd -T0 -3 -q -f -o "$run/tree.tar.zst"
   t1=$(now)
-  sync "$out/tree.tar.zst"
+  sync "$run/tree.tar.zst"
   t2=$(now)
   zstd_times+=("$(sub "$t1" "$t0")")
   zstd_sync_times+=("$(sub "$t2" "$t0")")
-  zst_size=$(stat -c %s "$out/tree.tar.zst")
-
-  rm -rf "$out"/*; sync
+  zst_size=$(stat -c %s "$run/tree.tar.zst")
+  sync
   t0=$(now)
-  "$BIN" pack -o "$out/tree.fl" --store "dir://$out/blocks" "$tree" > /dev/null 2> "$out/pack.log"
+  "$BIN" pack -o "$run/tree.fl" --store "dir://$run/blocks" "$tree" > /dev/null 2> "$run/pack.log"
   t1=$(now)
   pack_times+=("$(sub "$t1" "$t0")")
-  stored=$(du -sb --apparent-size "$out/blocks" | cut -f1)
+  stored=$(du -sb --apparent-size "$run/blocks" | cut -f1)
   echo "bench: run $i: tar|zstd ${zstd_times[-1]}s (+fsync ${zstd_sync_times[-1]}s), pack ${pack_times[-1]}s" >&2
 done
 

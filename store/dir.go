@@ -1,6 +1,8 @@
 package store
 
 import (
+	"strconv"
+
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -163,10 +165,43 @@ func (d *Dir) Sync(ctx context.Context) error {
 	return nil
 }
 
-// writeAtomic writes data to name through a temporary file in the same directory, so a
-// reader never sees a partial block. It does not fsync each block (that made packing ten
-// times slower); Sync makes everything written durable at once.
-func writeAtomic(name string, data []byte) (err error) {
+// writeAtomic writes data to name so that a reader never sees a partial block: into an
+// unnamed O_TMPFILE inode that is linked into place once complete, or, where the
+// filesystem has no O_TMPFILE, through a named temporary file and a rename (three times
+// slower on ext4: the extra directory entries dominate). It does not fsync each block
+// (that made packing ten times slower); Sync makes everything written durable at once.
+func writeAtomic(name string, data []byte) error {
+	err := writeTmpfile(name, data)
+	if errors.Is(err, errNoTmpfile) {
+		err = writeRename(name, data)
+	}
+	return err
+}
+
+var errNoTmpfile = errors.New("O_TMPFILE not supported")
+
+func writeTmpfile(name string, data []byte) error {
+	fd, err := unix.Open(filepath.Dir(name), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return errNoTmpfile
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	// Linking through /proc needs no privilege, unlike linkat's AT_EMPTY_PATH.
+	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
+	switch {
+	case err == nil || errors.Is(err, unix.EEXIST): // EEXIST: a concurrent Put of the same block won
+		return nil
+	case errors.Is(err, unix.ENOENT): // no /proc
+		return errNoTmpfile
+	}
+	return err
+}
+
+func writeRename(name string, data []byte) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
 	if err != nil {
 		return err
