@@ -1,12 +1,6 @@
 package store
 
 import (
-	"strconv"
-
-	"sync"
-
-	"golang.org/x/sys/unix"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,14 +8,26 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
+// flushEvery is how many bytes Put writes before it starts flushing them to disk in the
+// background, so that the disk works while the caller goes on, and Sync at the end has
+// little left to wait for.
+const flushEvery = 128 << 20
+
 // Dir is a store in a local directory: block id X (hex) lives at <root>/<X[0:2]>/<X>.
-// Reads fall back to the flat layout <root>/<X>. Writes are atomic (a temporary file in
-// the same directory, then a rename), so a reader never sees a partial block.
+// Reads fall back to the flat layout <root>/<X>. Writes are atomic (see writeAtomic), so
+// a reader never sees a partial block, and durable once Sync returns.
 type Dir struct {
-	root string
-	dirs sync.Map // fan-out directories known to exist
+	root     string
+	dirs     sync.Map     // fan-out directories known to exist
+	unsynced atomic.Int64 // bytes written since the last background flush began
+	flushing sync.Mutex   // held by the background flush
 }
 
 var _ Store = (*Dir)(nil)
@@ -137,6 +143,13 @@ func (d *Dir) Put(ctx context.Context, id []byte, data []byte) error {
 	if err := writeAtomic(nested, data); err != nil {
 		return fmt.Errorf("%s: put %x: %w", d, id, err)
 	}
+	if d.unsynced.Add(int64(len(data))) >= flushEvery && d.flushing.TryLock() {
+		d.unsynced.Store(0)
+		go func() {
+			defer d.flushing.Unlock()
+			_ = d.syncfs() // an error here shows again in Sync
+		}()
+	}
 	return nil
 }
 
@@ -152,17 +165,25 @@ func (d *Dir) mkdir(dir string) error {
 	return nil
 }
 
-// Sync makes every block written so far durable (one syncfs of the store's filesystem).
+// Sync makes every block written so far durable (one syncfs of the store's filesystem,
+// after any background flush).
 func (d *Dir) Sync(ctx context.Context) error {
-	f, err := os.Open(d.root)
-	if err != nil {
-		return fmt.Errorf("%s: sync: %w", d, err)
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
+	d.flushing.Lock()
+	defer d.flushing.Unlock()
+	d.unsynced.Store(0)
+	if err := d.syncfs(); err != nil {
 		return fmt.Errorf("%s: sync: %w", d, err)
 	}
 	return nil
+}
+
+func (d *Dir) syncfs() error {
+	f, err := os.Open(d.root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }
 
 // writeAtomic writes data to name so that a reader never sees a partial block: into an
