@@ -21,8 +21,9 @@ cid2=$("$BIN" pack -o "$work/again.fl" --store "dir://$work/store" --tag demo=go
 echo "== inspect"
 "$BIN" inspect "$work/go-src.fl"
 
-echo "== manifest (first lines of $("$BIN" manifest "$work/go-src.fl" | wc -l))"
-"$BIN" manifest "$work/go-src.fl" | head -n 5
+"$BIN" manifest "$work/go-src.fl" > "$work/manifest.tsv"
+echo "== manifest (the first 5 of $(wc -l < "$work/manifest.tsv") lines)"
+sed -n 1,5p "$work/manifest.tsv"
 
 file=net/http/server.go
 echo "== cat /$file through the store, compared with the original"
