@@ -1,6 +1,8 @@
 package flist
 
 import (
+	"github.com/zosfs/zosfs-agent/internal/fixtures"
+
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -14,120 +16,17 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
-// legacyFixtureDir is where the shared fixtures are: $ZOSFS_FIXTURES, by default
-// ../shared/fixtures, relative to the project root (the parent of this package).
-func legacyFixtureDir() string {
-	dir := os.Getenv("ZOSFS_FIXTURES")
-	if dir == "" {
-		dir = "../shared/fixtures"
-	}
-	if !filepath.IsAbs(dir) {
-		dir = filepath.Join("..", dir)
-	}
-	return dir
-}
-
-// legacyFixture returns the path of a fixture file; a missing fixture fails the test
-// when CI is set and skips it otherwise.
-func legacyFixture(t testing.TB, rel string) string {
-	t.Helper()
-	p := filepath.Join(legacyFixtureDir(), rel)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("fixture missing: %v", err)
-		}
-		t.Skipf("fixture missing (set ZOSFS_FIXTURES): %v", err)
-	}
-	return p
-}
-
-// legacyManifestLines lists f in the manifest format of ../shared/fixtures/README.md, one
-// line per entry, sorted by raw path. It is a test-local walker, independent of
-// WriteManifest, that also checks the tree's navigation is consistent.
+// legacyManifestLines lists f as WriteManifest does, one line per entry.
 func legacyManifestLines(ctx context.Context, f Flist) ([]string, error) {
-	quote := func(s string) string {
-		if strings.ContainsAny(s, "\t\n\\") {
-			return strconv.Quote(s)
-		}
-		return s
-	}
-	type row struct{ path, line string }
-	var rows []row
-	root, err := f.Get(ctx, RootIno)
-	if err != nil {
+	var b bytes.Buffer
+	if err := WriteManifest(ctx, &b, f); err != nil {
 		return nil, err
 	}
-	type item struct {
-		p string
-		e Entry
-	}
-	seen := map[uint64]bool{}
-	stack := []item{{"/", root}}
-	for len(stack) > 0 {
-		it := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		e := it.e
-		if seen[e.Ino] {
-			return nil, fmt.Errorf("inode %d reached twice", e.Ino)
-		}
-		seen[e.Ino] = true
-		if got, err := f.Get(ctx, e.Ino); err != nil || got != e {
-			return nil, fmt.Errorf("%s: Get(%d) = %+v, %v; ReadDir gave %+v", it.p, e.Ino, got, err, e)
-		}
-		if TypeOfMode(e.Mode) != e.Type {
-			return nil, fmt.Errorf("%s: mode %o does not match type %c", it.p, e.Mode, e.Type.Letter())
-		}
-		first, last := "-", "-"
-		blocks, err := f.Blocks(ctx, e.Ino)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", it.p, err)
-		}
-		if len(blocks) != e.NBlocks {
-			return nil, fmt.Errorf("%s: %d blocks, NBlocks %d", it.p, len(blocks), e.NBlocks)
-		}
-		if len(blocks) > 0 {
-			first = hex.EncodeToString(blocks[0].ID) + ":" + hex.EncodeToString(blocks[0].Key)
-		}
-		switch e.Type {
-		case TypeSymlink:
-			last = quote(e.Target)
-		case TypeBlockDev, TypeCharDev:
-			last = fmt.Sprintf("%d,%d", e.Major(), e.Minor())
-		}
-		rows = append(rows, row{it.p, fmt.Sprintf("%c\t%s\t%04o\t%d\t%d\t%d\t%d\t%d\t%s\t%s",
-			e.Type.Letter(), quote(it.p), e.Perm(), e.UID, e.GID, e.Size, e.Mtime, e.NBlocks, first, last)})
-		if e.Type != TypeDir {
-			continue
-		}
-		children, err := f.ReadDir(ctx, e.Ino)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", it.p, err)
-		}
-		for i, c := range children {
-			if i > 0 && children[i-1].Name >= c.Name {
-				return nil, fmt.Errorf("%s: children not sorted: %q then %q", it.p, children[i-1].Name, c.Name)
-			}
-			if c.Parent != e.Ino {
-				return nil, fmt.Errorf("%s/%s: parent %d, want %d", it.p, c.Name, c.Parent, e.Ino)
-			}
-			if got, err := f.Lookup(ctx, e.Ino, c.Name); err != nil || got != c {
-				return nil, fmt.Errorf("%s: Lookup(%q) = %+v, %v", it.p, c.Name, got, err)
-			}
-			stack = append(stack, item{path.Join(it.p, c.Name), c})
-		}
-	}
-	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.path, b.path) })
-	lines := make([]string, len(rows))
-	for i, r := range rows {
-		lines[i] = r.line
-	}
-	return lines, nil
+	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n"), nil
 }
 
 // legacyCompareLines reports the first few differences between two listings.
@@ -154,33 +53,18 @@ func legacyCompareLines(t *testing.T, got, want []string) {
 	}
 }
 
-func TestLegacyFunkManifest(t *testing.T) {
-	flistPath := legacyFixture(t, "flist/funk-latest.flist")
-	golden, err := os.ReadFile(legacyFixture(t, "flist/funk-latest.flist.manifest.tsv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
+// TestLegacyFunk: the real legacy fixture opens as the legacy format with no routes or
+// tags (its metadata table is empty). Its listing is checked by TestManifestGolden.
+func TestLegacyFunk(t *testing.T) {
+	flistPath, _ := fixtures.Flist(t, "funk-latest.flist")
 	l, err := OpenLegacy(t.Context(), flistPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	t.Logf("opened in %v", time.Since(start))
 	if l.Format() != FormatLegacy {
 		t.Errorf("Format() = %q", l.Format())
 	}
-	got, err := legacyManifestLines(t.Context(), l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := strings.Split(strings.TrimSuffix(string(golden), "\n"), "\n")
-	if len(want) != 38081 {
-		t.Fatalf("golden has %d lines", len(want))
-	}
-	legacyCompareLines(t, got, want)
-
-	// The fixture's metadata table is empty: no routes, no tags.
 	if r, err := l.Routes(t.Context()); err != nil || len(r) != 0 {
 		t.Errorf("Routes() = %v, %v", r, err)
 	}
@@ -921,7 +805,7 @@ func FuzzOpenLegacy(f *testing.F) {
 	f.Add(legacyTarGz(f, legacyMember{"README", []byte("no db")}))
 	f.Add([]byte("not gzip"))
 	// The real fixture, when present (the fuzz target does not require it).
-	if b, err := os.ReadFile(filepath.Join(legacyFixtureDir(), "flist/funk-latest.flist")); err == nil {
+	if b, err := os.ReadFile(funkFixture(f)); err == nil {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -1087,4 +971,9 @@ func TestLegacyCapnpSmallStructs(t *testing.T) {
 	if len(d.contents) != 1 || d.contents[0].name != "x" || d.contents[0].typ != TypeDir {
 		t.Errorf("%+v", d.contents)
 	}
+}
+
+func funkFixture(t testing.TB) string {
+	p, _ := fixtures.Flist(t, "funk-latest.flist")
+	return p
 }
