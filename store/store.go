@@ -20,6 +20,8 @@
 package store
 
 import (
+	"github.com/zosfs/zosfs-agent/flist"
+
 	"context"
 	"encoding/hex"
 	"errors"
@@ -39,10 +41,11 @@ var (
 )
 
 // MaxBlockSize bounds the size of one stored block, in bytes. A plain block is at most
-// 512 KiB; compressed and encrypted it may grow a little. Stores refuse to read (and to
+// 512 KiB (decoders accept up to 4 MiB); compressed and encrypted it may grow a little
+// (flist.MaxBlockStored is the bound). Stores refuse to read (and to
 // write) anything larger, so a hostile or broken store cannot make a reader use
 // unbounded memory.
-const MaxBlockSize = 4 << 20
+const MaxBlockSize = flist.MaxBlockStored
 
 // maxIDLen bounds the length of a block id (v2 ids are 32 bytes, legacy ones 16).
 const maxIDLen = 64

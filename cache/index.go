@@ -1,0 +1,338 @@
+package cache
+
+import (
+	"bytes"
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/syndtr/goleveldb/leveldb"
+	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
+
+	"github.com/zosfs/zosfs-agent/flist"
+)
+
+// The index's keys. A one-byte prefix says what a record is:
+//
+//	"v"                     the index format, formatVersion
+//	"b" id                  a cached block: uvarint size of its file
+//	"r" id                  uvarint last-access sequence of a block (kept apart from "b"
+//	                        so that a late batch of access times cannot bring back a block
+//	                        evicted meanwhile: a stray "r" record is deleted by Open)
+//	"o" owner               a pin owner (so that an owner pinning no block is still known)
+//	"p" owner 0x00 id       owner pins block id (owners never contain NUL)
+const (
+	prefixVersion = 'v'
+	prefixBlock   = 'b'
+	prefixRecency = 'r'
+	prefixOwner   = 'o'
+	prefixPin     = 'p'
+	formatVersion = "1"
+)
+
+func blockKey(id []byte) []byte   { return append([]byte{prefixBlock}, id...) }
+func recencyKey(id []byte) []byte { return append([]byte{prefixRecency}, id...) }
+func ownerKey(owner string) []byte {
+	return append([]byte{prefixOwner}, owner...)
+}
+
+// pinPrefix is the prefix of the pin records of owner.
+func pinPrefix(owner string) []byte {
+	k := append([]byte{prefixPin}, owner...)
+	return append(k, 0)
+}
+
+func pinKey(owner string, id []byte) []byte { return append(pinPrefix(owner), id...) }
+
+// parsePinKey splits a pin record's key.
+func parsePinKey(k []byte) (owner string, id []byte, ok bool) {
+	i := bytes.IndexByte(k, 0)
+	if len(k) < 1 || k[0] != prefixPin || i < 0 {
+		return "", nil, false
+	}
+	owner, id = string(k[1:i]), k[i+1:]
+	if checkOwner(owner) != nil || checkID(id) != nil {
+		return "", nil, false
+	}
+	return owner, id, true
+}
+
+func encodeUint(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+
+func decodeUint(b []byte) (uint64, bool) {
+	v, n := binary.Uvarint(b)
+	return v, n > 0 && n == len(b)
+}
+
+// Open opens (creating it if need be) the cache in cfg.Dir, and reconciles its index with
+// its block files (see the package documentation): when it returns, every block the
+// index lists has a file of the recorded size, and nothing else is in blocks/. If the
+// blocks exceed cfg.MaxBytes (it was lowered), the least recently used unpinned ones are
+// evicted. Open starts no goroutine. Only one process may have a cache open at a time.
+func Open(cfg Config) (*Cache, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("cache: no directory")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: %w", cfg.Dir, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Cache{
+		cfg:       cfg,
+		dir:       dir,
+		blocksDir: filepath.Join(dir, "blocks"),
+		log:       log.With("component", "cache", "dir", dir),
+		verify:    cfg.verify,
+		entries:   make(map[string]*entry),
+		busy:      make(map[string]chan struct{}),
+		space:     make(chan struct{}),
+		pins:      make(map[string]int32),
+		owners:    make(map[string]int),
+		dirty:     make(map[string]uint64),
+	}
+	if c.verify == nil {
+		c.verify = flist.VerifyBlock
+	}
+	if err := os.MkdirAll(c.blocksDir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	if c.db, err = c.openIndex(filepath.Join(dir, "index")); err != nil {
+		return nil, fmt.Errorf("%s: index: %w", c, err)
+	}
+	if err := c.load(); err != nil {
+		c.db.Close()
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	return c, nil
+}
+
+// openIndex opens the goleveldb index, repairing it if it is damaged (a repaired index
+// may have lost records: load then drops the files it no longer lists).
+func (c *Cache) openIndex(path string) (*leveldb.DB, error) {
+	db, err := leveldb.OpenFile(path, nil)
+	if lerrors.IsCorrupted(err) {
+		c.log.Warn("index damaged; recovering what it holds", "err", err)
+		db, err = leveldb.RecoverFile(path, nil)
+	}
+	return db, err
+}
+
+// record is what load learns of a block from the index and the disk.
+type record struct {
+	size      int64
+	seq       uint64
+	listed    bool // has a "b" record
+	seen      bool // has a file of the recorded size
+	wrongSize bool // has a file of another size
+}
+
+// load reads the index, reconciles it with the block files and builds the in-memory
+// state.
+func (c *Cache) load() error {
+	recs := make(map[string]*record)
+	rec := func(id []byte) *record {
+		r := recs[string(id)]
+		if r == nil {
+			r = &record{}
+			recs[string(id)] = r
+		}
+		return r
+	}
+	junk := new(leveldb.Batch) // records to delete
+	version := ""
+	it := c.db.NewIterator(nil, nil)
+	for it.Next() {
+		k, v := it.Key(), it.Value()
+		switch k[0] {
+		case prefixVersion:
+			version = string(v)
+		case prefixBlock, prefixRecency:
+			id := k[1:]
+			n, ok := decodeUint(v)
+			if checkID(id) != nil || !ok || (k[0] == prefixBlock && n > MaxBlockSize) {
+				junk.Delete(bytes.Clone(k))
+				continue
+			}
+			if k[0] == prefixBlock {
+				r := rec(id)
+				r.size, r.listed = int64(n), true
+			} else {
+				rec(id).seq = n
+			}
+		case prefixOwner:
+			owner := string(k[1:])
+			if checkOwner(owner) != nil {
+				junk.Delete(bytes.Clone(k))
+				continue
+			}
+			if _, ok := c.owners[owner]; !ok {
+				c.owners[owner] = 0
+			}
+		case prefixPin:
+			owner, id, ok := parsePinKey(k)
+			if !ok {
+				junk.Delete(bytes.Clone(k))
+				continue
+			}
+			c.owners[owner]++
+			c.pins[string(id)]++
+		}
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("reading the index: %w", err)
+	}
+	switch version {
+	case formatVersion:
+	case "":
+		if err := c.db.Put([]byte{prefixVersion}, []byte(formatVersion), nil); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	default:
+		return fmt.Errorf("index format %q, this version reads %q", version, formatVersion)
+	}
+
+	st, err := c.reconcile(recs)
+	if err != nil {
+		return err
+	}
+
+	for id, r := range recs {
+		if !r.seen {
+			junk.Delete(recencyKey([]byte(id)))
+			if r.listed {
+				junk.Delete(blockKey([]byte(id)))
+				if !r.wrongSize {
+					st.missing++
+				}
+			}
+			continue
+		}
+		e := &entry{id: id, size: r.size, seq: r.seq, idx: -1}
+		c.entries[id] = e
+		c.bytes += r.size
+		c.seq = max(c.seq, r.seq)
+		if c.pins[id] == 0 {
+			e.idx = len(c.lru)
+			c.lru = append(c.lru, e)
+			c.lruBytes += e.size
+		}
+	}
+	heap.Init(&c.lru)
+	if err := c.db.Write(junk, nil); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+
+	// Trim to a lowered MaxBytes. Nothing has been announced yet: no OnEvict.
+	var victims []*entry
+	for c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes && len(c.lru) > 0 {
+		e := c.lru[0]
+		c.detachLocked(e)
+		victims = append(victims, e)
+	}
+	if len(victims) > 0 {
+		c.removeBlocks(victims)
+		for _, e := range victims {
+			delete(c.busy, e.id)
+		}
+	}
+
+	attrs := []any{"blocks", len(c.entries), "bytes", c.bytes, "max", c.cfg.MaxBytes,
+		"pinned_bytes", c.bytes - c.lruBytes, "owners", len(c.owners)}
+	if st != (reconcileStats{}) || len(victims) > 0 {
+		c.log.Warn("cache opened; cleaned up after an unclean stop or an outside change", append(attrs,
+			"temp_files_removed", st.temp, "unlisted_files_removed", st.unlisted,
+			"wrong_size_removed", st.wrongSize, "missing_files_dropped", st.missing,
+			"foreign_files_removed", st.foreign, "evicted_over_max", len(victims))...)
+	} else {
+		c.log.Info("cache opened", attrs...)
+	}
+	if c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes {
+		c.log.Warn("pinned blocks exceed the cache's maximum", "bytes", c.bytes, "max", c.cfg.MaxBytes)
+	}
+	return nil
+}
+
+// reconcileStats counts what reconcile cleaned up.
+type reconcileStats struct {
+	temp, unlisted, wrongSize, missing, foreign int
+}
+
+// reconcile walks blocks/: it removes temporary files, files the index does not list,
+// files whose size differs from the index (marking their records wrongSize) and anything
+// else that is not a block file, and marks seen the records whose file is right.
+func (c *Cache) reconcile(recs map[string]*record) (reconcileStats, error) {
+	var st reconcileStats
+	remove := func(p string, n *int) {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			c.log.Warn("removing a stray file", "path", p, "err", err)
+		}
+		*n++
+	}
+	top, err := os.ReadDir(c.blocksDir)
+	if err != nil {
+		return st, err
+	}
+	for _, d := range top {
+		name := d.Name()
+		sub := filepath.Join(c.blocksDir, name)
+		b, isFan := parseFanout(name)
+		if !d.IsDir() || !isFan {
+			if d.IsDir() {
+				c.log.Warn("unexpected directory in the cache, left alone", "path", sub)
+				continue
+			}
+			remove(sub, &st.foreign)
+			continue
+		}
+		c.dirMade[b].Store(true)
+		files, err := os.ReadDir(sub)
+		if err != nil {
+			return st, err
+		}
+		for _, f := range files {
+			fn := f.Name()
+			p := filepath.Join(sub, fn)
+			if strings.HasPrefix(fn, tmpPrefix) {
+				remove(p, &st.temp)
+				continue
+			}
+			id, ok := parseName(fn)
+			if !ok || fn[:2] != name {
+				if f.IsDir() {
+					c.log.Warn("unexpected directory in the cache, left alone", "path", p)
+					continue
+				}
+				remove(p, &st.foreign)
+				continue
+			}
+			r := recs[string(id)]
+			if r == nil || !r.listed {
+				remove(p, &st.unlisted)
+				continue
+			}
+			info, err := f.Info()
+			if os.IsNotExist(err) {
+				continue
+			}
+			if err != nil {
+				return st, err
+			}
+			if !info.Mode().IsRegular() || info.Size() != r.size {
+				r.wrongSize = true
+				remove(p, &st.wrongSize)
+				continue
+			}
+			r.seen = true
+		}
+	}
+	return st, nil
+}
