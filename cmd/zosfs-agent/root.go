@@ -19,6 +19,13 @@ and reads the flists that exist today: rfs .fl files and legacy .flist archives.
 		newManifestCmd(),
 		newInspectCmd(),
 		newCatCmd(),
+		newHubCmd(),
+		newPushCmd(),
+		newDaemonCmd(),
+		newMountCmd(),
+		newUmountCmd(),
+		newPullCmd(),
+		newStatusCmd(),
 	)
 	return root
 }

@@ -1,0 +1,190 @@
+// Package agent is the daemon every node runs: it owns the block cache, the resolver
+// (cache, then one shared fetch per block, then hubs and the flists' routes), the FUSE
+// mounts and the local API the CLI talks to.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/hub"
+	"github.com/zosfs/zosfs-agent/store"
+)
+
+// Config configures the daemon. The zero value works: defaults are in the field comments.
+type Config struct {
+	// DataDir holds the cache, the flists and the daemon's state. Default /var/lib/zosfs.
+	DataDir string
+	// Hubs are base URLs of hubs to fetch flists and blocks from.
+	Hubs []string
+	// APISocket is the unix socket of the local API. Default api.DefaultSocket.
+	APISocket string
+	// CacheMax bounds the block cache in bytes; 0 means no bound. Blocks of pulled
+	// flists are pinned and never evicted.
+	CacheMax int64
+	// FetchTimeout bounds one attempt to fetch a block from a hub or store. Default 20s.
+	FetchTimeout time.Duration
+	// ReadTimeout bounds a read through a mount: past it the read fails with EIO.
+	// Default 60s.
+	ReadTimeout time.Duration
+	// Logger receives the daemon's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultDataDir      = "/var/lib/zosfs"
+	defaultFetchTimeout = 20 * time.Second
+	defaultReadTimeout  = 60 * time.Second
+	// pullParallel is how many blocks a pull fetches at once.
+	pullParallel = 16
+)
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.APISocket == "" {
+		c.APISocket = api.DefaultSocket
+	}
+	if c.FetchTimeout <= 0 {
+		c.FetchTimeout = defaultFetchTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = defaultReadTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Daemon is the node's agent. New starts nothing; Run does the work.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	cache    *cache.Cache
+	resolver *Resolver
+	flists   *flistStore
+	mounts   *mountManager
+	fetched  FetchStats
+}
+
+// New checks the configuration and returns a daemon that has not started.
+func New(cfg Config) (*Daemon, error) {
+	cfg = cfg.withDefaults()
+	if cfg.CacheMax < 0 {
+		return nil, fmt.Errorf("cache max %d: must not be negative", cfg.CacheMax)
+	}
+	for _, h := range cfg.Hubs {
+		if _, err := hub.NewClient(h, "", nil); err != nil {
+			return nil, fmt.Errorf("hub %q: %w", h, err)
+		}
+	}
+	return &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent")}, nil
+}
+
+// Run opens the cache, restores the mounts of the last run, serves the local API and
+// blocks until ctx ends; then it unmounts everything and closes what it opened, in
+// reverse order. The mounts are remembered and restored by the next Run.
+func (d *Daemon) Run(ctx context.Context) (err error) {
+	cfg := d.cfg
+	for _, sub := range []string{"cache", "flists", "state"} {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	d.cache, err = cache.Open(cache.Config{Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	defer d.cache.Close()
+
+	httpClient := &http.Client{Transport: http.DefaultTransport}
+	var hubs []*hub.Client
+	var remote []Source
+	for _, u := range cfg.Hubs {
+		h, err := hub.NewClient(u, "", httpClient)
+		if err != nil {
+			return err
+		}
+		hubs = append(hubs, h)
+		remote = append(remote, hubSource{h})
+	}
+	d.resolver = NewResolver(d.cache, remote, cfg.FetchTimeout, &d.fetched, d.log)
+	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient}
+	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
+
+	l, err := api.Listen(cfg.APISocket)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	srv := &http.Server{Handler: api.NewHandler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	defer os.Remove(cfg.APISocket)
+
+	d.mounts.restore(ctx)
+	defer d.mounts.closeAll()
+
+	d.log.Info("daemon ready", "api", cfg.APISocket, "data", cfg.DataDir, "hubs", cfg.Hubs)
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("api: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	d.log.Info("daemon stopping")
+	return nil
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
+	cs := d.cache.Stats()
+	pinned, err := d.cache.Owners(ctx)
+	if err != nil {
+		return api.Status{}, err
+	}
+	return api.Status{
+		Addrs:   []string{},
+		Peers:   []api.Peer{},
+		Mounts:  d.mounts.list(),
+		Pinned:  pinned,
+		Cache:   api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
+		Fetched: api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
+		Served:  api.Served{},
+		Hubs:    append([]string{}, d.cfg.Hubs...),
+	}, nil
+}
+
+// Mount implements api.Backend.
+func (d *Daemon) Mount(ctx context.Context, req api.MountRequest) (api.Mount, error) {
+	return d.mounts.mount(ctx, req)
+}
+
+// Unmount implements api.Backend.
+func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
+	return d.mounts.unmount(ctx, mountpoint)
+}
+
+// hubSource reads blocks from a hub.
+type hubSource struct{ h *hub.Client }
+
+func (s hubSource) Get(ctx context.Context, id []byte) ([]byte, error) { return s.h.GetBlock(ctx, id) }
+func (s hubSource) String() string                                     { return s.h.String() }
+
+// isNotFound reports whether err says a source does not have a block (as opposed to
+// failing to answer).
+func isNotFound(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) || errors.Is(err, cache.ErrNotFound)
+}

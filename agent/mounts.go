@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/mount"
+	"github.com/zosfs/zosfs-agent/store"
+)
+
+// mountManager runs the daemon's FUSE mounts and remembers them in a state file, so a
+// restarted daemon clears what a killed one left and mounts them again.
+type mountManager struct {
+	d     *Daemon
+	state string
+
+	mu     sync.Mutex
+	mounts map[string]*activeMount // by mountpoint
+}
+
+type activeMount struct {
+	info   api.Mount
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the mount's Run has returned
+	fl     flist.Flist
+	routes *store.Router
+}
+
+func newMountManager(d *Daemon, state string) *mountManager {
+	return &mountManager{d: d, state: state, mounts: map[string]*activeMount{}}
+}
+
+func (m *mountManager) list() []api.Mount {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.Mount, 0, len(m.mounts))
+	for _, a := range m.mounts {
+		out = append(out, a.info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Mountpoint < out[j].Mountpoint })
+	return out
+}
+
+// mount resolves the reference, opens the flist and serves it at the mountpoint.
+func (m *mountManager) mount(ctx context.Context, req api.MountRequest) (api.Mount, error) {
+	if !filepath.IsAbs(req.Mountpoint) {
+		return api.Mount{}, fmt.Errorf("%w: mountpoint %q must be an absolute path", api.ErrBadRequest, req.Mountpoint)
+	}
+	mp := filepath.Clean(req.Mountpoint)
+	if req.UpperDir != "" && !filepath.IsAbs(req.UpperDir) {
+		return api.Mount{}, fmt.Errorf("%w: upper dir %q must be an absolute path", api.ErrBadRequest, req.UpperDir)
+	}
+	if req.UpperDir != "" && !req.Writable {
+		return api.Mount{}, fmt.Errorf("%w: an upper dir needs a writable (--rw) mount", api.ErrBadRequest)
+	}
+	if fi, err := os.Stat(mp); err != nil || !fi.IsDir() {
+		return api.Mount{}, fmt.Errorf("%w: mountpoint %s is not a directory", api.ErrBadRequest, mp)
+	}
+	m.mu.Lock()
+	_, busy := m.mounts[mp]
+	m.mu.Unlock()
+	if busy {
+		return api.Mount{}, fmt.Errorf("%w: %s is already mounted by this daemon", api.ErrConflict, mp)
+	}
+	c, err := m.d.flists.resolve(ctx, req.Ref)
+	if err != nil {
+		return api.Mount{}, err
+	}
+	info := api.Mount{CID: c.String(), Mountpoint: mp, Ref: req.Ref, Writable: req.Writable, UpperDir: req.UpperDir}
+	if err := m.start(ctx, info); err != nil {
+		return api.Mount{}, err
+	}
+	if err := m.save(); err != nil {
+		m.d.log.Warn("saving the mount list failed", "err", err)
+	}
+	return info, nil
+}
+
+// start opens the flist of info and serves it, returning once the mount is live.
+func (m *mountManager) start(ctx context.Context, info api.Mount) error {
+	c, err := cid.Decode(info.CID)
+	if err != nil {
+		return err
+	}
+	fl, err := m.d.flists.open(ctx, c)
+	if err != nil {
+		return err
+	}
+	getter := flistGetter{r: m.d.resolver}
+	var routes *store.Router
+	if rs, err := fl.Routes(ctx); err == nil && len(rs) > 0 {
+		if routes, err = store.NewRouter(ctx, rs); err != nil {
+			m.d.log.Warn("the flist's routes cannot be used; reading from the hubs only", "cid", info.CID, "err", err)
+		} else {
+			getter.routes = []Source{routes}
+		}
+	}
+	mnt, err := mount.New(mount.Config{
+		Flist:       fl,
+		Blocks:      getter,
+		Mountpoint:  info.Mountpoint,
+		Writable:    info.Writable,
+		UpperDir:    info.UpperDir,
+		ReadTimeout: m.d.cfg.ReadTimeout,
+		Logger:      m.d.cfg.Logger,
+	})
+	if err != nil {
+		fl.Close()
+		return err
+	}
+	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, routes: routes}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	runErr := make(chan error, 1)
+	go func() {
+		defer close(a.done)
+		err := mnt.Run(runCtx)
+		runErr <- err
+		if err != nil {
+			m.d.log.Error("mount stopped", "mountpoint", info.Mountpoint, "err", err)
+		}
+	}()
+	select {
+	case <-mnt.Ready():
+	case err := <-runErr:
+		cancel()
+		a.close()
+		if err == nil {
+			err = errors.New("the mount ended at once")
+		}
+		return fmt.Errorf("mount %s at %s: %w", info.CID, info.Mountpoint, err)
+	}
+	m.mu.Lock()
+	m.mounts[info.Mountpoint] = a
+	m.mu.Unlock()
+	m.d.log.Info("mounted", "cid", info.CID, "mountpoint", info.Mountpoint, "rw", info.Writable)
+	return nil
+}
+
+func (a *activeMount) close() {
+	a.fl.Close()
+	if a.routes != nil {
+		a.routes.Close()
+	}
+}
+
+// stop unmounts one mount and waits for it.
+func (a *activeMount) stop() {
+	a.cancel()
+	<-a.done
+	a.close()
+}
+
+func (m *mountManager) unmount(ctx context.Context, mountpoint string) error {
+	mp := filepath.Clean(mountpoint)
+	m.mu.Lock()
+	a, ok := m.mounts[mp]
+	delete(m.mounts, mp)
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s is not mounted by this daemon", api.ErrNotFound, mp)
+	}
+	a.stop()
+	m.d.log.Info("unmounted", "mountpoint", mp)
+	return m.save()
+}
+
+// closeAll unmounts everything at daemon shutdown, keeping the state file so that the
+// next start mounts them again.
+func (m *mountManager) closeAll() {
+	m.mu.Lock()
+	all := m.mounts
+	m.mounts = map[string]*activeMount{}
+	m.mu.Unlock()
+	for _, a := range all {
+		a.stop()
+	}
+}
+
+// restore clears the mounts a previous daemon left (stale if it was killed) and mounts
+// them again.
+func (m *mountManager) restore(ctx context.Context) {
+	data, err := os.ReadFile(m.state)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var saved []api.Mount
+	if err == nil {
+		err = json.Unmarshal(data, &saved)
+	}
+	if err != nil {
+		m.d.log.Error("the saved mount list is unreadable; no mount restored", "file", m.state, "err", err)
+		return
+	}
+	for _, info := range saved {
+		if err := mount.Unmount(info.Mountpoint); err != nil {
+			m.d.log.Warn("clearing a stale mount failed", "mountpoint", info.Mountpoint, "err", err)
+		}
+		if err := m.start(ctx, info); err != nil {
+			m.d.log.Error("restoring a mount failed", "mountpoint", info.Mountpoint, "cid", info.CID, "err", err)
+			continue
+		}
+	}
+	if err := m.save(); err != nil {
+		m.d.log.Warn("saving the mount list failed", "err", err)
+	}
+}
+
+// save writes the list of mounts atomically.
+func (m *mountManager) save() error {
+	data, err := json.MarshalIndent(m.list(), "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := m.state + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, m.state)
+}

@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/store"
+)
+
+// pullProgressEvery is how often a pull reports progress.
+const pullProgressEvery = 250 * time.Millisecond
+
+// Pull implements api.Backend: it fetches the flist, pins all its blocks in the cache
+// (so they are never evicted) and fetches every block the cache lacks, reporting
+// progress. A pull interrupted (by the client going away or the daemon being killed)
+// keeps what it fetched; running it again fetches the rest.
+func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullProgress)) (api.PullProgress, error) {
+	c, err := d.flists.resolve(ctx, ref)
+	if err != nil {
+		return api.PullProgress{}, err
+	}
+	fl, err := d.flists.open(ctx, c)
+	if err != nil {
+		return api.PullProgress{}, err
+	}
+	defer fl.Close()
+	blocks, err := distinctBlocks(ctx, fl)
+	if err != nil {
+		return api.PullProgress{}, err
+	}
+	ids := make([][]byte, len(blocks))
+	for i, b := range blocks {
+		ids[i] = b.ID
+	}
+	if err := d.cache.Pin(ctx, c.String(), ids); err != nil {
+		return api.PullProgress{}, err
+	}
+	var extra []Source
+	if rs, err := fl.Routes(ctx); err == nil && len(rs) > 0 {
+		if router, err := store.NewRouter(ctx, rs); err == nil {
+			defer router.Close()
+			extra = append(extra, router)
+		}
+	}
+
+	var done, fetchedBytes atomic.Int64
+	snapshot := func() api.PullProgress {
+		return api.PullProgress{CID: c.String(), Blocks: done.Load(), TotalBlocks: int64(len(blocks)), Bytes: fetchedBytes.Load()}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(pullProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				progress(snapshot())
+			}
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(pullParallel)
+	for _, b := range blocks {
+		if has, _ := d.cache.Has(gctx, b.ID); has {
+			done.Add(1)
+			continue
+		}
+		g.Go(func() error {
+			data, err := d.resolver.Fetch(gctx, b.ID, extra...)
+			if err != nil {
+				return err
+			}
+			fetchedBytes.Add(int64(len(data)))
+			done.Add(1)
+			return nil
+		})
+	}
+	err = g.Wait()
+	close(stop)
+	wg.Wait()
+	last := snapshot()
+	if err != nil {
+		return last, fmt.Errorf("pull %s: %w", c, err)
+	}
+	d.log.Info("pulled", "cid", c.String(), "blocks", last.TotalBlocks, "fetched_bytes", last.Bytes)
+	return last, nil
+}
+
+// distinctBlocks lists every distinct block of an flist's files.
+func distinctBlocks(ctx context.Context, fl flist.Flist) ([]flist.Block, error) {
+	seen := map[string]bool{}
+	var out []flist.Block
+	err := flist.Walk(ctx, fl, func(_ string, e flist.Entry) error {
+		if e.Type != flist.TypeFile || e.NBlocks == 0 {
+			return nil
+		}
+		blocks, err := fl.Blocks(ctx, e.Ino)
+		if err != nil {
+			return err
+		}
+		for _, b := range blocks {
+			if !seen[string(b.ID)] {
+				seen[string(b.ID)] = true
+				out = append(out, b)
+			}
+		}
+		return nil
+	})
+	return out, err
+}

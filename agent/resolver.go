@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
+)
+
+// Source gives the stored (encrypted) bytes of a block by id. The cache, the hub client,
+// store routers and (later) peers all are Sources; the resolver chains them with
+// decorators.
+type Source interface {
+	Get(ctx context.Context, id []byte) ([]byte, error)
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context, id []byte) ([]byte, error)
+
+// Get implements Source.
+func (f SourceFunc) Get(ctx context.Context, id []byte) ([]byte, error) { return f(ctx, id) }
+
+// BlockCache is what the resolver needs of the local cache.
+type BlockCache interface {
+	Source
+	Put(ctx context.Context, id, data []byte) error
+}
+
+// Tuning of the fetch path.
+const (
+	// fetchAttempts is how many times a remote fetch of a block is tried (with backoff)
+	// before the read fails.
+	fetchAttempts = 3
+	// fetchBackoff is the first pause between attempts; it doubles, with jitter.
+	fetchBackoff = 200 * time.Millisecond
+	// decodedCacheBlocks bounds the in-memory LRU of decoded blocks (64 × 512 KiB = 32 MiB):
+	// enough for the read-ahead windows of a few sequential readers.
+	decodedCacheBlocks = 64
+)
+
+// FetchStats counts the bytes of stored blocks the resolver obtained, by source.
+type FetchStats struct {
+	Cache atomic.Int64
+	Peers atomic.Int64
+	Hub   atomic.Int64
+}
+
+// Resolver answers block reads in order: decoded LRU, local cache, one shared in-flight
+// fetch per block, then the remote sources (hubs, the flist's routes), each try bounded
+// by a deadline, with retries and backoff. Every block from outside is verified against
+// its id before it is cached or used.
+type Resolver struct {
+	cache    BlockCache
+	remote   []Source // tried in random order, falling back to the next
+	timeout  time.Duration
+	stats    *FetchStats
+	log      *slog.Logger
+	decoded  *lru
+	inflight singleflight
+}
+
+// NewResolver returns a resolver over cache and the global remote sources (hubs).
+// timeout bounds one fetch attempt from a remote source.
+func NewResolver(cache BlockCache, remote []Source, timeout time.Duration, stats *FetchStats, log *slog.Logger) *Resolver {
+	return &Resolver{
+		cache: cache, remote: remote, timeout: timeout, stats: stats, log: log,
+		decoded: newLRU(decodedCacheBlocks),
+	}
+}
+
+// Fetch returns the stored bytes of block id: from the cache, or fetched (once, however
+// many callers ask at the same time) from the remote sources plus extra, verified and
+// cached.
+func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byte, error) {
+	if data, err := r.cache.Get(ctx, id); err == nil {
+		r.stats.Cache.Add(int64(len(data)))
+		return data, nil
+	}
+	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+		if data, err := r.cache.Get(ctx, id); err == nil { // filled while we waited
+			return data, nil
+		}
+		data, err := r.fetchRemote(ctx, id, extra)
+		if err != nil {
+			return nil, err
+		}
+		r.stats.Hub.Add(int64(len(data)))
+		if err := r.cache.Put(ctx, id, data); err != nil {
+			r.log.Warn("caching a block failed", "id", fmt.Sprintf("%x", id), "err", err)
+		}
+		return data, nil
+	})
+}
+
+// fetchRemote tries every remote source, in random order, up to fetchAttempts rounds.
+func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) ([]byte, error) {
+	sources := append(append([]Source{}, r.remote...), extra...)
+	if len(sources) == 0 {
+		return nil, fmt.Errorf("block %x: no hub or store to fetch it from", id)
+	}
+	var errs []error
+	backoff := fetchBackoff
+	for attempt := 0; attempt < fetchAttempts; attempt++ {
+		if attempt > 0 {
+			pause := backoff/2 + rand.N(backoff)
+			select {
+			case <-ctx.Done():
+				return nil, errors.Join(append(errs, ctx.Err())...)
+			case <-time.After(pause):
+			}
+			backoff *= 2
+		}
+		notFound := 0
+		for _, i := range rand.Perm(len(sources)) {
+			data, err := r.tryOne(ctx, sources[i], id)
+			if err == nil {
+				return data, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if isNotFound(err) {
+				notFound++
+			}
+			errs = append(errs, err)
+		}
+		if notFound == len(sources) {
+			break // every source answered: retrying will not help
+		}
+	}
+	return nil, fmt.Errorf("block %x: %w", id, errors.Join(errs...))
+}
+
+func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	data, err := src.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := flist.VerifyBlock(id, data); err != nil {
+		r.log.Warn("a source sent a wrong block", "source", fmt.Sprint(src), "err", err)
+		return nil, err
+	}
+	return data, nil
+}
+
+// GetBlock returns the plain content of block b (mount.BlockGetter), decoding through the
+// in-memory LRU so that repeated reads of a block decode it once.
+func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source) ([]byte, error) {
+	if plain, ok := r.decoded.get(string(b.ID)); ok {
+		return plain, nil
+	}
+	data, err := r.Fetch(ctx, b.ID, extra...)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := flist.DecodeBlock(b, data)
+	if err != nil {
+		return nil, err
+	}
+	r.decoded.add(string(b.ID), plain)
+	return plain, nil
+}
+
+// flistGetter is the resolver as seen by one mount: with the flist's own routes as extra
+// sources.
+type flistGetter struct {
+	r      *Resolver
+	routes []Source
+}
+
+func (g flistGetter) GetBlock(ctx context.Context, b flist.Block) ([]byte, error) {
+	return g.r.GetBlock(ctx, b, g.routes...)
+}
+
+// singleflight shares one fetch among concurrent callers for the same key. The fetch
+// runs on its own context, cancelled only when every caller has gone, so that one
+// interrupted reader does not fail the others.
+type singleflight struct {
+	mu    sync.Mutex
+	calls map[string]*call
+}
+
+type call struct {
+	done    chan struct{}
+	data    []byte
+	err     error
+	waiters int
+	cancel  context.CancelFunc
+}
+
+func (s *singleflight) do(ctx context.Context, key string, fn func(context.Context) ([]byte, error)) ([]byte, error) {
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = map[string]*call{}
+	}
+	c, ok := s.calls[key]
+	if !ok {
+		var fctx context.Context
+		var cancel context.CancelFunc
+		if dl, ok := ctx.Deadline(); ok {
+			fctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+		} else {
+			fctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		}
+		c = &call{done: make(chan struct{}), cancel: cancel}
+		s.calls[key] = c
+		go func() {
+			c.data, c.err = fn(fctx)
+			cancel()
+			s.mu.Lock()
+			delete(s.calls, key)
+			s.mu.Unlock()
+			close(c.done)
+		}()
+	}
+	c.waiters++
+	s.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.data, c.err
+	case <-ctx.Done():
+		s.mu.Lock()
+		c.waiters--
+		if c.waiters == 0 {
+			c.cancel()
+		}
+		s.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// lru is a small map + list LRU of decoded blocks.
+type lru struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]*lruItem
+	head  lruItem // sentinel: head.next is the most recent
+}
+
+type lruItem struct {
+	key        string
+	val        []byte
+	prev, next *lruItem
+}
+
+func newLRU(max int) *lru {
+	l := &lru{max: max, items: map[string]*lruItem{}}
+	l.head.next, l.head.prev = &l.head, &l.head
+	return l
+}
+
+func (l *lru) get(key string) ([]byte, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	it, ok := l.items[key]
+	if !ok {
+		return nil, false
+	}
+	l.unlink(it)
+	l.pushFront(it)
+	return it.val, true
+}
+
+func (l *lru) add(key string, val []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if it, ok := l.items[key]; ok {
+		l.unlink(it)
+		l.pushFront(it)
+		return
+	}
+	it := &lruItem{key: key, val: val}
+	l.items[key] = it
+	l.pushFront(it)
+	for len(l.items) > l.max {
+		last := l.head.prev
+		l.unlink(last)
+		delete(l.items, last.key)
+	}
+}
+
+func (l *lru) unlink(it *lruItem) { it.prev.next, it.next.prev = it.next, it.prev }
+
+func (l *lru) pushFront(it *lruItem) {
+	it.prev, it.next = &l.head, l.head.next
+	l.head.next.prev = it
+	l.head.next = it
+}

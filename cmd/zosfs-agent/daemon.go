@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosfs/zosfs-agent/agent"
+)
+
+func newDaemonCmd() *cobra.Command {
+	var (
+		cfg      agent.Config
+		cacheMax string
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon [--data DIR] [--hub URL]... [--api SOCKET] [--cache-max SIZE]",
+		Short: "Run the node's agent: block cache, FUSE mounts, local API",
+		Long: `daemon runs until SIGINT or SIGTERM. It keeps a verified block cache in DIR, serves
+flists as lazy read-only FUSE mounts (asked for with 'zosfs-agent mount'), fetches blocks
+from the cache, then the hubs and the flists' routes, and answers the CLI on a unix socket.
+A restarted daemon clears the stale mounts a killed one left and mounts them again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %w", logLevel, err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if cacheMax != "" {
+				n, err := parseSize(cacheMax)
+				if err != nil {
+					return fmt.Errorf("--cache-max: %w", err)
+				}
+				cfg.CacheMax = n
+			}
+			d, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	dataFlag(cmd, &cfg.DataDir)
+	apiFlag(cmd, &cfg.APISocket)
+	f.StringArrayVar(&cfg.Hubs, "hub", nil, "hub base `URL` to fetch flists and blocks from; repeatable")
+	f.StringVar(&cacheMax, "cache-max", "", "bound the block cache (e.g. 20GiB, 500MB); pinned blocks are never evicted (default: no bound)")
+	f.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 20*time.Second, "bound on one attempt to fetch a block from a hub or store")
+	f.DurationVar(&cfg.ReadTimeout, "read-timeout", 60*time.Second, "bound on a read through a mount; past it the read fails with EIO")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// parseSize reads sizes like 512, 10KiB, 20GiB, 500MB, 1.5G.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+	}
+	t := strings.TrimSpace(s)
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	var v float64
+	if _, err := fmt.Sscanf(t, "%g", &v); err != nil || v < 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	return int64(v * mult), nil
+}

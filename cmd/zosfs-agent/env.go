@@ -1,0 +1,28 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosfs/zosfs-agent/agent"
+	"github.com/zosfs/zosfs-agent/agent/api"
+)
+
+// apiFlag binds --api, defaulting to $ZOSFS_API, then the standard socket.
+func apiFlag(cmd *cobra.Command, socket *string) {
+	def := os.Getenv("ZOSFS_API")
+	if def == "" {
+		def = api.DefaultSocket
+	}
+	cmd.Flags().StringVar(socket, "api", def, "the daemon's API `SOCKET` (env ZOSFS_API)")
+}
+
+// dataFlag binds --data, defaulting to $ZOSFS_DATA, then the standard directory.
+func dataFlag(cmd *cobra.Command, dir *string) {
+	def := os.Getenv("ZOSFS_DATA")
+	if def == "" {
+		def = agent.DefaultDataDir
+	}
+	cmd.Flags().StringVar(dir, "data", def, "data `DIR`: cache, flists, state (env ZOSFS_DATA)")
+}

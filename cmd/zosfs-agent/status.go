@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosfs/zosfs-agent/agent/api"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		socket string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the daemon's mounts, peers, cache use and bytes fetched by source",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := api.NewClient(socket).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if st.PeerID != "" {
+				fmt.Fprintf(w, "peer id:  %s\n", st.PeerID)
+			}
+			for _, a := range st.Addrs {
+				fmt.Fprintf(w, "address:  %s\n", a)
+			}
+			fmt.Fprintf(w, "peers:    %d\n", len(st.Peers))
+			for _, h := range st.Hubs {
+				fmt.Fprintf(w, "hub:      %s\n", h)
+			}
+			max := "no bound"
+			if st.Cache.Max > 0 {
+				max = humanBytes(st.Cache.Max)
+			}
+			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s)\n", humanBytes(st.Cache.Bytes), st.Cache.Blocks, max)
+			fmt.Fprintf(w, "fetched:  %s from cache, %s from peers, %s from hubs\n",
+				humanBytes(st.Fetched.Cache), humanBytes(st.Fetched.Peers), humanBytes(st.Fetched.Hub))
+			fmt.Fprintf(w, "served:   %s in %d blocks\n", humanBytes(st.Served.Bytes), st.Served.Blocks)
+			for _, p := range st.Pinned {
+				fmt.Fprintf(w, "pinned:   %s\n", p)
+			}
+			for _, m := range st.Mounts {
+				rw := ""
+				if m.Writable {
+					rw = " (rw)"
+				}
+				fmt.Fprintf(w, "mount:    %s %s%s\n", m.Mountpoint, m.CID, rw)
+			}
+			return nil
+		},
+	}
+	apiFlag(cmd, &socket)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

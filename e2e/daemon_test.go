@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/flist/flisttest"
+	"github.com/zosfs/zosfs-agent/internal/fixtures"
+)
+
+// storedSize is what the hub sends for a file: the stored size of each of its blocks.
+func storedSize(t *testing.T, path string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for off := 0; off < len(data); off += flist.BlockSize {
+		_, stored := flist.EncodeBlock(data[off:min(off+flist.BlockSize, len(data))])
+		n += int64(len(stored))
+	}
+	return n
+}
+
+// findAttrs lists a tree the way find -printf does (path, type, mode, owner, size,
+// mtime, symlink target), relative paths, sorted. A directory's size is the packing
+// host's filesystem's business (4096 on ext4), so it is left out.
+func findAttrs(t *testing.T, dir string) string {
+	t.Helper()
+	out, err := exec.Command("find", dir, "-printf", `%P\t%y\t%m\t%U\t%G\t%s\t%T@\t%l\n`).Output()
+	if err != nil {
+		t.Fatalf("find %s: %v", dir, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	for i, l := range lines {
+		if c := strings.Split(l, "\t"); len(c) == 8 && c[1] == "d" {
+			c[5] = "-"
+			lines[i] = strings.Join(c, "\t")
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// diffTrees runs diff -r on two trees, leaving out the special files of
+// flisttest.MakeTree (diff would try to read a fifo), whose attributes findAttrs checks.
+func diffTrees(t *testing.T, a, b string) {
+	t.Helper()
+	args := []string{"-r", "--no-dereference"}
+	for _, special := range []string{"fifo", "socket", "chardev", "blockdev"} {
+		args = append(args, "-x", special)
+	}
+	if out, err := exec.Command("diff", append(args, a, b)...).CombinedOutput(); err != nil {
+		t.Errorf("diff -r %s %s: %v\n%s", a, b, err, tail(string(out), 3000))
+	}
+}
+
+// TestMountLazyFromHub: push a generated tree to a real hub, mount it by CID through a
+// real daemon: reading one file fetches exactly its blocks; then the whole tree matches
+// the source (diff -r, find attributes, lstat manifest).
+func TestMountLazyFromHub(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	flisttest.MakeTree(t, src, 11, flisttest.DefaultTreeOptions())
+	cid := lastLine(agent(t, "push", "--hub", h.URL, "--name", "test/tree", src))
+	d := runDaemon(t, "--hub", h.URL)
+	mp := d.mountFlist(t, cid)
+
+	before := d.status(t)
+	if before.Fetched.Hub != 0 {
+		t.Fatalf("mounting fetched %d bytes of blocks before any read", before.Fetched.Hub)
+	}
+	got, err := os.ReadFile(filepath.Join(mp, "sub/multi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(filepath.Join(src, "sub/multi"))
+	if !bytes.Equal(got, want) {
+		t.Fatal("sub/multi differs from the source")
+	}
+	after := d.status(t)
+	if fetched, expect := after.Fetched.Hub-before.Fetched.Hub, storedSize(t, filepath.Join(src, "sub/multi")); fetched != expect {
+		t.Errorf("reading sub/multi fetched %d bytes from the hub, its blocks are %d bytes", fetched, expect)
+	}
+	if len(after.Mounts) != 1 || after.Mounts[0].CID != cid || after.Mounts[0].Mountpoint != mp {
+		t.Errorf("status mounts = %+v", after.Mounts)
+	}
+
+	diffTrees(t, src, mp)
+	if g, w := findAttrs(t, mp), findAttrs(t, src); g != w {
+		t.Errorf("find attributes differ:\nmount:\n%s\nsource:\n%s", g, w)
+	}
+	if g, w := flisttest.DiskManifest(t, mp), flisttest.DiskManifest(t, src); g != w {
+		t.Errorf("lstat manifests differ:\nmount:\n%s\nsource:\n%s", g, w)
+	}
+	// By USER/NAME too.
+	diffTrees(t, src, d.mountFlist(t, "test/tree"))
+}
+
+// TestMountGoSource: the Go toolchain's source tree, a real tree of ~12,000 entries,
+// through hub, daemon and FUSE, read entirely and compared.
+func TestMountGoSource(t *testing.T) {
+	needFUSE(t)
+	if testing.Short() {
+		t.Skip("reads the whole Go source tree")
+	}
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(goroot)), "src")
+	h := runHub(t)
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	d := runDaemon(t, "--hub", h.URL)
+	mp := d.mountFlist(t, cid)
+	diffTrees(t, src, mp)
+	if g, w := findAttrs(t, mp), findAttrs(t, src); g != w {
+		t.Errorf("find attributes differ")
+	}
+}
+
+// TestHubDown: with the hub gone, files already read still read; an uncached read fails
+// with EIO within the read deadline, and does not hang.
+func TestHubDown(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	flisttest.MakeTree(t, src, 12, flisttest.TreeOptions{})
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	const readTimeout = 5 * time.Second
+	d := runDaemon(t, "--hub", h.URL, "--fetch-timeout", "2s", "--read-timeout", readTimeout.String())
+	mp := d.mountFlist(t, cid)
+	if _, err := os.ReadFile(filepath.Join(mp, "sub/multi")); err != nil {
+		t.Fatal(err)
+	}
+	h.stop(syscall.SIGTERM)
+
+	got, err := os.ReadFile(filepath.Join(mp, "sub/multi"))
+	want, _ := os.ReadFile(filepath.Join(src, "sub/multi"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cached file with the hub down: %v", err)
+	}
+	start := time.Now()
+	_, err = os.ReadFile(filepath.Join(mp, "exact-block"))
+	elapsed := time.Since(start)
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("uncached read with the hub down: err = %v, want EIO", err)
+	}
+	if elapsed > readTimeout+5*time.Second {
+		t.Errorf("the failing read took %s (read timeout %s)", elapsed, readTimeout)
+	}
+}
+
+// TestOverlay: a writable mount takes writes into the upper dir; the flist is unchanged.
+func TestOverlay(t *testing.T) {
+	needFUSE(t)
+	src := t.TempDir()
+	flisttest.MakeTree(t, src, 13, flisttest.TreeOptions{})
+	storeDir := t.TempDir()
+	fl := filepath.Join(t.TempDir(), "tree.fl")
+	agent(t, "pack", "-o", fl, "--store", "dir://"+storeDir, src)
+	before := fileHash(t, fl)
+	d := runDaemon(t)
+	upper := t.TempDir()
+	mp := d.mountFlist(t, fl, "--rw", "--upper", upper)
+
+	if err := os.WriteFile(filepath.Join(mp, "new-file"), []byte("written through the overlay"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "one-byte"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"new-file": "written through the overlay", "one-byte": "changed"} {
+		got, err := os.ReadFile(filepath.Join(upper, name))
+		if err != nil || string(got) != want {
+			t.Errorf("upper/%s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if fileHash(t, fl) != before {
+		t.Error("the flist changed")
+	}
+	st := d.status(t)
+	if len(st.Mounts) != 1 || !st.Mounts[0].Writable {
+		t.Errorf("status mounts = %+v", st.Mounts)
+	}
+	// Unchanged files read through from the flist.
+	got, err := os.ReadFile(filepath.Join(mp, "sub/multi"))
+	want, _ := os.ReadFile(filepath.Join(src, "sub/multi"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("sub/multi through the overlay: %v", err)
+	}
+}
+
+func fileHash(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// TestKillDuringPull: kill -9 the daemon in the middle of a pull, with a mount live.
+// Started again, it replaces the stale mount, its cache holds no corrupt block, and the
+// pull completes.
+func TestKillDuringPull(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	if out, err := exec.Command("go", "run", "../internal/tools/gentree", "-size", "160MiB", "-seed", "5", src).CombinedOutput(); err != nil {
+		t.Fatalf("gentree: %v\n%s", err, out)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	d := runDaemon(t, "--hub", h.URL)
+	mp := d.mountFlist(t, cid)
+
+	pull := exec.Command(binary, "pull", "--api", d.Socket, cid)
+	if err := pull.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pullDone := make(chan error, 1)
+	go func() { pullDone <- pull.Wait() }()
+	waitFor(t, "some of the pull", 60*time.Second, d.exited, func() bool {
+		st, err := d.client().Status(t.Context())
+		return err == nil && st.Cache.Blocks > 20
+	})
+	d.cmd.Process.Kill() // kill -9, by pid
+	<-d.exited
+	if err := <-pullDone; err == nil {
+		t.Fatal("the pull completed before the daemon was killed: the test proves nothing")
+	}
+
+	d.restart()
+	// The stale mount is replaced: the tree reads again at the same place.
+	entries, err := os.ReadDir(mp)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("after restart the mount at %s lists %d entries: %v", mp, len(entries), err)
+	}
+	// No cached block is corrupt: every block file hashes to its name.
+	checked := 0
+	err = filepath.WalkDir(filepath.Join(d.Data, "cache"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			return err
+		}
+		id, herr := hexID(e.Name())
+		if herr != nil {
+			return nil // the index's own files
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := flist.VerifyBlock(id, data); err != nil {
+			t.Errorf("corrupt block in the cache after kill -9: %s: %v", p, err)
+		}
+		checked++
+		return nil
+	})
+	if err != nil || checked == 0 {
+		t.Fatalf("checking the cache: %v (%d blocks)", err, checked)
+	}
+	out := d.cli(t, "pull", cid)
+	if lastLine(out) != cid {
+		t.Errorf("pull printed %q", out)
+	}
+	st := d.status(t)
+	if len(st.Pinned) != 1 || st.Pinned[0] != cid {
+		t.Errorf("pinned = %v, want [%s]", st.Pinned, cid)
+	}
+	diffTrees(t, src, mp)
+}
+
+func hexID(name string) ([]byte, error) {
+	var id []byte
+	_, err := fmt.Sscanf(name, "%x", &id)
+	if err != nil || (len(id) != 32 && len(id) != 16) || len(name) != 2*len(id) {
+		return nil, fmt.Errorf("not a block id: %q", name)
+	}
+	return id, nil
+}
+
+// TestFixturesMounted: every real upstream flist mounted through the daemon (metadata
+// only: their blocks are gone) shows the tree, attributes and symlinks of its golden
+// listing.
+func TestFixturesMounted(t *testing.T) {
+	needFUSE(t)
+	d := runDaemon(t)
+	for _, name := range fixtures.Flists {
+		t.Run(name, func(t *testing.T) {
+			path, golden := fixtures.Flist(t, name)
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mp := d.mountFlist(t, path)
+			got := lstatListing(t, mp)
+			wantLines := withoutBlockColumns(strings.Split(strings.TrimSuffix(string(want), "\n"), "\n"))
+			if len(got) != len(wantLines) {
+				t.Fatalf("mount lists %d entries, golden %d", len(got), len(wantLines))
+			}
+			for i := range got {
+				if got[i] != wantLines[i] {
+					t.Fatalf("entry %d:\n mount  %q\n golden %q", i, got[i], wantLines[i])
+				}
+			}
+		})
+	}
+}
+
+// withoutBlockColumns drops columns 8 and 9 (block count, first block) of manifest lines.
+func withoutBlockColumns(lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		c := strings.Split(l, "\t")
+		out[i] = strings.Join(append(c[:7:7], c[9]), "\t")
+	}
+	return out
+}
+
+// lstatListing lists a mounted tree as manifest lines without the block columns.
+func lstatListing(t *testing.T, dir string) []string {
+	t.Helper()
+	full := flisttest.DiskManifestNoContent(t, dir)
+	return withoutBlockColumns(strings.Split(strings.TrimSuffix(full, "\n"), "\n"))
+}
