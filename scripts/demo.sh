@@ -20,14 +20,19 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
-hub="http://127.0.0.1:$port"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 
-echo "== 1. a hub on $hub and a daemon (data and logs in $work)"
-"$BIN" hub --data "$work/hub" --listen "127.0.0.1:$port" --token-file "$work/token" 2> "$work/hub.log" &
+# The hub picks a free loopback port and logs it.
+"$BIN" hub --data "$work/hub" --listen 127.0.0.1:0 --token-file "$work/token" 2> "$work/hub.log" &
 pids+=($!)
-for _ in $(seq 100); do curl -fs "$hub/health" >/dev/null 2>&1 && break; sleep 0.1; done
+addr=
+for _ in $(seq 100); do
+  addr=$(sed -n 's/.*msg=serving .*addr=\([0-9.:]*\).*/\1/p' "$work/hub.log")
+  [ -n "$addr" ] && break; sleep 0.1
+done
+[ -n "$addr" ] || { echo "the hub did not start:" >&2; cat "$work/hub.log" >&2; exit 1; }
+hub="http://$addr"
+echo "== 1. a hub on $hub and a daemon (data and logs in $work)"
 "$BIN" daemon --data "$work/data" --api "$work/agent.sock" --hub "$hub" 2> "$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do "$BIN" status --api "$work/agent.sock" >/dev/null 2>&1 && break; sleep 0.1; done
