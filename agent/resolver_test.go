@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/store"
+)
+
+// memCache is a BlockCache in memory (a unit-test fake of the real cache package).
+type memCache struct {
+	mu     sync.Mutex
+	blocks map[string][]byte
+}
+
+func (c *memCache) Get(_ context.Context, id []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b, ok := c.blocks[string(id)]; ok {
+		return b, nil
+	}
+	return nil, store.ErrNotFound
+}
+
+func (c *memCache) Put(_ context.Context, id, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.blocks[string(id)] = data
+	return nil
+}
+
+// fakeSource answers with fn after delay, counting calls.
+type fakeSource struct {
+	calls atomic.Int64
+	delay time.Duration
+	fn    func(id []byte) ([]byte, error)
+}
+
+func (s *fakeSource) Get(ctx context.Context, id []byte) ([]byte, error) {
+	s.calls.Add(1)
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.fn(id)
+}
+
+func newTestResolver(remote ...Source) (*Resolver, *memCache, *FetchStats) {
+	c := &memCache{blocks: map[string][]byte{}}
+	stats := &FetchStats{}
+	return NewResolver(c, remote, time.Second, stats, slog.New(slog.NewTextHandler(io.Discard, nil))), c, stats
+}
+
+func serving(blocks map[string][]byte) func([]byte) ([]byte, error) {
+	return func(id []byte) ([]byte, error) {
+		if b, ok := blocks[string(id)]; ok {
+			return b, nil
+		}
+		return nil, store.ErrNotFound
+	}
+}
+
+// TestResolverSharesOneFetch: many concurrent readers of one block cost one remote fetch,
+// and later reads come from the cache.
+func TestResolverSharesOneFetch(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("shared block"))
+	src := &fakeSource{delay: 50 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
+	r, _, stats := newTestResolver(src)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := r.Fetch(t.Context(), b.ID)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("fetch: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := src.calls.Load(); n != 1 {
+		t.Errorf("20 concurrent readers made %d remote fetches, want 1", n)
+	}
+	if _, err := r.Fetch(t.Context(), b.ID); err != nil || src.calls.Load() != 1 {
+		t.Errorf("a cached block was fetched again (%v)", err)
+	}
+	if stats.Hub.Load() != int64(len(data)) || stats.Cache.Load() != int64(len(data)) {
+		t.Errorf("stats hub=%d cache=%d, want %d each", stats.Hub.Load(), stats.Cache.Load(), len(data))
+	}
+}
+
+// TestResolverRejectsWrongBlocks: a source that sends wrong bytes is skipped; the block
+// comes from another source, and wrong bytes are never cached.
+func TestResolverRejectsWrongBlocks(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("the real block"))
+	_, other := flist.EncodeBlock([]byte("something else"))
+	bad := &fakeSource{fn: func([]byte) ([]byte, error) { return other, nil }}
+	good := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	r, c, _ := newTestResolver(bad, good)
+	for range 5 { // random order: the bad one is met first some of the time
+		c.blocks = map[string][]byte{}
+		got, err := r.Fetch(t.Context(), b.ID)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("fetch = %v", err)
+		}
+	}
+	r2, c2, _ := newTestResolver(bad)
+	if _, err := r2.Fetch(t.Context(), b.ID); !errors.Is(err, flist.ErrBlockCorrupt) {
+		t.Errorf("only a bad source: err = %v, want ErrBlockCorrupt", err)
+	}
+	if len(c2.blocks) != 0 {
+		t.Error("a wrong block was cached")
+	}
+}
+
+// TestResolverRetries: a source that fails once then works is retried; one that says
+// "not found" is not retried; one that hangs is cut by the fetch timeout.
+func TestResolverRetries(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("retried block"))
+	var failures atomic.Int64
+	flaky := &fakeSource{fn: func(id []byte) ([]byte, error) {
+		if failures.Add(1) == 1 {
+			return nil, errors.New("connection reset")
+		}
+		return data, nil
+	}}
+	r, _, _ := newTestResolver(flaky)
+	if _, err := r.Fetch(t.Context(), b.ID); err != nil || flaky.calls.Load() != 2 {
+		t.Errorf("flaky source: err %v after %d calls, want success after 2", err, flaky.calls.Load())
+	}
+
+	missing := &fakeSource{fn: serving(nil)}
+	r, _, _ = newTestResolver(missing)
+	if _, err := r.Fetch(t.Context(), b.ID); !errors.Is(err, store.ErrNotFound) || missing.calls.Load() != 1 {
+		t.Errorf("missing block: err %v after %d calls, want not found after 1", err, missing.calls.Load())
+	}
+
+	hang := &fakeSource{delay: time.Hour, fn: serving(nil)}
+	r, _, _ = newTestResolver(hang)
+	r.timeout = 100 * time.Millisecond
+	start := time.Now()
+	if _, err := r.Fetch(t.Context(), b.ID); err == nil {
+		t.Error("a hanging source gave no error")
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("a hanging source held the read %s", el)
+	}
+}
+
+// TestResolverInterruptedReader: one reader giving up does not fail the others sharing
+// its fetch.
+func TestResolverInterruptedReader(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("patient block"))
+	src := &fakeSource{delay: 200 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
+	r, _, _ := newTestResolver(src)
+	impatient, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { _, err := r.Fetch(impatient, b.ID); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		got, err := r.Fetch(t.Context(), b.ID)
+		if err == nil && !bytes.Equal(got, data) {
+			err = errors.New("wrong bytes")
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("the interrupted reader got %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the patient reader got %v", err)
+	}
+}
+
+// TestResolverGetBlockDecodes: GetBlock returns plain content, and repeated reads of a
+// block are served decoded from memory.
+func TestResolverGetBlockDecodes(t *testing.T) {
+	plain := bytes.Repeat([]byte("decoded "), 1000)
+	b, data := flist.EncodeBlock(plain)
+	src := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	r, c, stats := newTestResolver(src)
+	for range 3 {
+		got, err := r.GetBlock(t.Context(), b)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("GetBlock: %v", err)
+		}
+	}
+	if src.calls.Load() != 1 || len(c.blocks) != 1 || stats.Cache.Load() != 0 {
+		t.Errorf("remote calls %d, cached %d, cache reads %d: want 1, 1, 0", src.calls.Load(), len(c.blocks), stats.Cache.Load())
+	}
+}
