@@ -1,23 +1,23 @@
 package cache
 
 import (
+	"github.com/zosfs/zosfs-agent/internal/atomicfile"
+
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/syndtr/goleveldb/leveldb"
-	"golang.org/x/sys/unix"
 
 	"github.com/zosfs/zosfs-agent/flist"
 )
 
-// tmpPrefix starts the names of the temporary files writeRename makes; Open removes any
-// it finds (left by a crash).
-const tmpPrefix = ".tmp-"
+// tmpPrefix starts the names of the temporary files a block write may make; Open removes
+// any it finds (left by a crash).
+const tmpPrefix = atomicfile.TmpPrefix
 
 // hexID returns the lower-case hex form of id.
 func hexID(id []byte) string { return hex.EncodeToString(id) }
@@ -64,10 +64,10 @@ func (c *Cache) writeBlock(id, data []byte, seq uint64) error {
 			return err
 		}
 	}
-	err := writeAtomic(p, data)
+	err := atomicfile.Write(p, data)
 	if errors.Is(err, os.ErrNotExist) { // the directory was removed behind our back
 		if err = mkdir(); err == nil {
-			err = writeAtomic(p, data)
+			err = atomicfile.Write(p, data)
 		}
 	}
 	if err != nil {
@@ -107,81 +107,4 @@ func readBlock(name string, size int64) ([]byte, error) {
 		return nil, err
 	}
 	return data, nil
-}
-
-// writeAtomic writes data to name so that no reader ever sees it partial, even if the
-// process dies midway: into an unnamed O_TMPFILE inode linked into place once complete
-// (a crash leaves nothing behind), or, where the filesystem has no O_TMPFILE, into a
-// named temporary file renamed into place (a crash may leave the temporary file, which
-// Open removes). An existing file of that name is replaced: the caller owns the name (its
-// block is neither cached nor being written by anyone else), so such a file is a leftover.
-// Nothing is fsynced (see the package documentation).
-func writeAtomic(name string, data []byte) error {
-	err := writeTmpfile(name, data)
-	if errors.Is(err, errNoTmpfile) {
-		err = writeRename(name, data)
-	}
-	return err
-}
-
-var errNoTmpfile = errors.New("O_TMPFILE not supported")
-
-func writeTmpfile(name string, data []byte) error {
-	fd, err := unix.Open(filepath.Dir(name), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return errNoTmpfile
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	// Linking through /proc needs no privilege, unlike linkat's AT_EMPTY_PATH.
-	link := func() error {
-		return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
-	}
-	err = link()
-	if errors.Is(err, unix.EEXIST) {
-		if err = os.Remove(name); err == nil || errors.Is(err, os.ErrNotExist) {
-			err = link()
-		}
-	}
-	if errors.Is(err, unix.ENOENT) { // no /proc
-		return errNoTmpfile
-	}
-	return err
-}
-
-func writeRename(name string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(name), tmpPrefix+filepath.Base(name)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, name)
-}
-
-// syncfs makes everything written to the filesystem holding dir durable.
-func syncfs(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
 }

@@ -37,6 +37,8 @@
 package cache
 
 import (
+	"github.com/zosfs/zosfs-agent/internal/atomicfile"
+
 	"context"
 	"errors"
 	"fmt"
@@ -583,7 +585,7 @@ func (c *Cache) Close() error {
 	c.mu.Unlock()
 	c.flushRecency(dirty)
 	var errs []error
-	if err := syncfs(c.dir); err != nil {
+	if err := atomicfile.Syncfs(c.dir); err != nil {
 		errs = append(errs, fmt.Errorf("sync: %w", err))
 	}
 	if err := c.db.Close(); err != nil {

@@ -1041,36 +1041,6 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// TestWriteAtomicBothWays: both ways of writing a block file leave exactly the block,
-// and replace a leftover file of that name.
-func TestWriteAtomicBothWays(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		write func(string, []byte) error
-	}{
-		{"tmpfile", cache.WriteTmpfile},
-		{"rename", cache.WriteRename},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			p := filepath.Join(dir, "block")
-			os.WriteFile(p, []byte("leftover"), 0o644)
-			data := bytes.Repeat([]byte("zosfs"), 1000)
-			for range 2 {
-				if err := tc.write(p, data); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("read back %d bytes, %v", len(got), err)
-			}
-			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-				t.Errorf("directory holds %d entries, want only the block", len(entries))
-			}
-		})
-	}
-}
-
 // BenchmarkGet reads a 512 KiB block from the cache with and without the read
 // verification: the ratio of the two is what Config.NoVerifyOnRead would save.
 func BenchmarkGet(b *testing.B) {

@@ -6,9 +6,3 @@ func WithVerifier(cfg Config, verify func(id, data []byte) error) Config {
 	cfg.verify = verify
 	return cfg
 }
-
-// The two ways writeAtomic writes a block file.
-var (
-	WriteTmpfile = writeTmpfile
-	WriteRename  = writeRename
-)

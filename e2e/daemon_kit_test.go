@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/store/storetest"
 )
 
 // needFUSE skips (or, under CI, fails) a test that needs real FUSE mounts.
@@ -90,17 +90,6 @@ func tail(s string, n int) string {
 	return s
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // testHub is a real hub process on loopback.
 type testHub struct {
 	*proc
@@ -113,7 +102,7 @@ type testHub struct {
 // runHub starts `zosfs-agent hub` on a free loopback port with a token.
 func runHub(t *testing.T) *testHub {
 	t.Helper()
-	h := &testHub{data: t.TempDir(), Token: "test-token-" + strconv.Itoa(os.Getpid()), port: freePort(t)}
+	h := &testHub{data: t.TempDir(), Token: "test-token-" + strconv.Itoa(os.Getpid()), port: storetest.FreePort(t)}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(h.Token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

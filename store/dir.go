@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/zosfs/zosfs-agent/internal/atomicfile"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // flushEvery is how many bytes Put writes before it starts flushing them to disk in the
@@ -140,7 +139,7 @@ func (d *Dir) Put(ctx context.Context, id []byte, data []byte) error {
 	if err := d.mkdir(filepath.Dir(nested)); err != nil {
 		return fmt.Errorf("%s: put %x: %w", d, id, err)
 	}
-	if err := writeAtomic(nested, data); err != nil {
+	if err := atomicfile.Write(nested, data); err != nil {
 		return fmt.Errorf("%s: put %x: %w", d, id, err)
 	}
 	if d.unsynced.Add(int64(len(data))) >= flushEvery && d.flushing.TryLock() {
@@ -177,71 +176,4 @@ func (d *Dir) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (d *Dir) syncfs() error {
-	f, err := os.Open(d.root)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
-}
-
-// writeAtomic writes data to name so that a reader never sees a partial block: into an
-// unnamed O_TMPFILE inode that is linked into place once complete, or, where the
-// filesystem has no O_TMPFILE, through a named temporary file and a rename (three times
-// slower on ext4: the extra directory entries dominate). It does not fsync each block
-// (that made packing ten times slower); Sync makes everything written durable at once.
-func writeAtomic(name string, data []byte) error {
-	err := writeTmpfile(name, data)
-	if errors.Is(err, errNoTmpfile) {
-		err = writeRename(name, data)
-	}
-	return err
-}
-
-var errNoTmpfile = errors.New("O_TMPFILE not supported")
-
-func writeTmpfile(name string, data []byte) error {
-	fd, err := unix.Open(filepath.Dir(name), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return errNoTmpfile
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	// Linking through /proc needs no privilege, unlike linkat's AT_EMPTY_PATH.
-	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
-	switch {
-	case err == nil || errors.Is(err, unix.EEXIST): // EEXIST: a concurrent Put of the same block won
-		return nil
-	case errors.Is(err, unix.ENOENT): // no /proc
-		return errNoTmpfile
-	}
-	return err
-}
-
-func writeRename(name string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, name)
-}
+func (d *Dir) syncfs() error { return atomicfile.Syncfs(d.root) }
