@@ -211,7 +211,7 @@ func (rt *Router) Has(ctx context.Context, id []byte) (bool, error) {
 	return false, nil
 }
 
-// Put writes a block to every matching store, concurrently.
+// Put writes a block to every matching store that lacks it, concurrently.
 func (rt *Router) Put(ctx context.Context, id []byte, data []byte) error {
 	if err := begin(ctx, rt, "put", id); err != nil {
 		return err
@@ -223,7 +223,12 @@ func (rt *Router) Put(ctx context.Context, id []byte, data []byte) error {
 	errs := make([]error, len(stores))
 	var wg sync.WaitGroup
 	for i, s := range stores {
-		wg.Go(func() { errs[i] = s.Put(ctx, id, data) })
+		wg.Go(func() {
+			if ok, err := s.Has(ctx, id); err == nil && ok {
+				return
+			}
+			errs[i] = s.Put(ctx, id, data)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -241,4 +246,24 @@ func (rt *Router) Sync(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// WriteSink is the router as a packer's block sink: a block counts as present only when
+// every matching store has it, so that a store added to a route gets the blocks the
+// others already hold.
+func (rt *Router) WriteSink() flist.BlockSink { return writeSink{rt} }
+
+type writeSink struct{ *Router }
+
+func (w writeSink) Has(ctx context.Context, id []byte) (bool, error) {
+	stores := w.matching(id)
+	if len(stores) == 0 {
+		return false, nil
+	}
+	for _, s := range stores {
+		if ok, err := s.Has(ctx, id); err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
 }

@@ -87,6 +87,31 @@ func TestRouterOverlapWritesAll(t *testing.T) {
 	}
 }
 
+// TestRouterWriteSinkFillsEveryStore: to a packer, a block is present only when every
+// matching store has it; writing it then fills the store that lacked it.
+func TestRouterWriteSinkFillsEveryStore(t *testing.T) {
+	a, b := newDir(t), newDir(t)
+	rt := newRouter(t, "dir://"+a.Root(), "dir://"+b.Root())
+	defer rt.Close()
+	sink := rt.WriteSink()
+	id := storetest.ID(32, 0x42)
+	if err := a.Put(t.Context(), id, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rt.Has(t.Context(), id); !ok || err != nil {
+		t.Fatalf("router Has = %v, %v; want true (a has it)", ok, err)
+	}
+	if ok, err := sink.Has(t.Context(), id); ok || err != nil {
+		t.Fatalf("sink Has = %v, %v; want false (b lacks it)", ok, err)
+	}
+	if err := sink.Put(t.Context(), id, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := sink.Has(t.Context(), id); !ok {
+		t.Error("after Put, a store still lacks the block")
+	}
+}
+
 // Reads fall back from a broken store to a working one, whatever the random order.
 func TestRouterFallback(t *testing.T) {
 	good := newDir(t)

@@ -54,7 +54,7 @@ already has are not written again. The flist's CID is printed as the last line.`
 			progress := newProgressLine()
 			start := time.Now()
 			cfg := flist.PackConfig{
-				Sink:    router,
+				Sink:    router.WriteSink(),
 				Workers: workers,
 				Routes:  router.Routes(),
 				Tags:    tagMap,
