@@ -53,6 +53,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // ErrNotFound: the hub does not hold the block, flist or name. Client errors for a 404
@@ -64,8 +66,8 @@ var ErrNotFound = errors.New("not found")
 const DefaultListen = "127.0.0.1:8080"
 
 // MaxBlockSize bounds a block PUT to the hub, in bytes. It equals the block stores' own
-// limit (store.MaxBlockSize); real blocks are 512 KiB plus a little.
-const MaxBlockSize = 4 << 20
+// limit (store.MaxBlockSize, flist.MaxBlockStored); real blocks are 512 KiB plus a little.
+const MaxBlockSize = flist.MaxBlockStored
 
 // DefaultMaxFlistSize bounds an uploaded flist when Config.MaxFlistSize is zero. Flists are
 // metadata only: even an image of millions of files stays well below it.
