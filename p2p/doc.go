@@ -1,0 +1,46 @@
+// Package p2p is the site's peer-to-peer network: a libp2p host that finds its
+// neighbours (mDNS on the LAN, static bootstrap peers for routed sites, a kad-dht under
+// the private prefix /zosfs), serves the blocks its node holds and fetches blocks from
+// the peers that have them.
+//
+// A Node is created with New (which loads or creates its identity and starts nothing),
+// started with Start and stopped with Close; Run is the blocking form of the same. Its
+// Get method is a block source for the agent's resolver: it finds peers that have a
+// block, fetches it from the first to answer and verifies it.
+//
+// # Identity and transports
+//
+// The node's Ed25519 key lives in Config.DataDir/p2p/identity.key (mode 0600), so a
+// node keeps its peer id across restarts. It listens on TCP and, on a public network,
+// QUIC. Config.PSK closes the network with a libp2p private-network key: every
+// connection is then encrypted under that key below the usual handshake, so a node
+// without it cannot even complete a connection — it can neither fetch nor learn
+// providers. QUIC does not support private networks, so with a PSK the node is TCP only
+// (a QUIC listen address is refused).
+//
+// # Block exchange
+//
+// Blocks move over a purpose-built protocol, ProtocolID (/zosfs/blocks/1.0.0), rather
+// than bitswap. Bitswap, as kubo runs it, moved 1 GiB at about 1/12 of curl's rate on
+// this machine kind: it pays want-lists, per-block round trips and message batching
+// meant for a public swarm of strangers. A site's peers need less: the client keeps one
+// long-lived stream per peer, pipelines up to Config.MaxInflight requests on it, and the
+// server answers each request as soon as it is ready with a length-prefixed frame
+// matched by request id (so answers may come out of order; wire.go has the format).
+// A peer that lacks a block says so at once, so asking is cheap. Every block received
+// is checked with flist.VerifyBlock; a peer that sends a wrong block, or breaks the wire
+// format (e.g. a response larger than flist.MaxBlockStored), is banned for
+// Config.BanDuration: disconnected, and kept out by the connection gater.
+//
+// # Finding blocks
+//
+// Provide announces a block in the DHT under flist.BlockCID(id); FindProviders looks
+// providers up. Get combines them with what the node already knows: connected peers
+// named by the DHT first, then the other connected peers (when there are few, see
+// askConnectedMax), then unconnected providers; a second peer is asked after
+// Config.HedgeDelay, the next as soon as one fails. When no peer delivers, the error
+// wraps ErrNotFound, so the agent goes to the hub.
+//
+// Not here yet (next steps): reproviding on a timer and on cache events, rendezvous
+// hashing of the first wave, serve-rate limits and own-reads-first scheduling.
+package p2p

@@ -1,0 +1,274 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/zosfs/zosfs-agent/flist"
+)
+
+// Tuning of Get.
+const (
+	// askConnectedMax: when the node is connected to at most this many peers that speak
+	// the block protocol, Get asks them (in random order) without waiting for the DHT: a
+	// peer that lacks the block says so in one LAN round trip, cheaper than a lookup.
+	// With more peers than that, Get asks only the providers the DHT names.
+	askConnectedMax = 16
+	// getMaxProviders bounds the providers one Get takes from the DHT.
+	getMaxProviders = 16
+	// getParallel bounds the peers one Get asks at the same time: the first one and one
+	// hedge.
+	getParallel = 2
+)
+
+// Provide announces in the DHT that this node has block id (its CID is
+// flist.BlockCID(id)): the record is stored at the peers closest to the CID. It fails
+// while the node knows no peer.
+func (n *Node) Provide(ctx context.Context, id []byte) error {
+	c, err := n.blockCID(id)
+	if err != nil {
+		return err
+	}
+	if err := n.dht.Provide(ctx, c, true); err != nil {
+		return fmt.Errorf("p2p: provide %s: %w", c, err)
+	}
+	return nil
+}
+
+// FindProviders looks up in the DHT the peers that announced block id, up to max of
+// them (this node and banned peers left out). It returns when max are found, when the
+// lookup ends, or when ctx ends (with what it found, or ctx's error if nothing). It does
+// not ask connected peers: Get does.
+func (n *Node) FindProviders(ctx context.Context, id []byte, max int) ([]peer.ID, error) {
+	c, err := n.blockCID(id)
+	if err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		max = getMaxProviders
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out []peer.ID
+	for ai := range n.dht.FindProvidersAsync(ctx, c, max+1) {
+		if ai.ID == n.id || n.bans.banned(ai.ID) {
+			continue
+		}
+		n.rememberAddrs(ai)
+		out = append(out, ai.ID)
+		if len(out) == max {
+			break
+		}
+	}
+	if len(out) == 0 && ctx.Err() != nil {
+		return nil, fmt.Errorf("p2p: find providers of %s: %w", c, ctx.Err())
+	}
+	return out, nil
+}
+
+// Get returns the stored bytes of block id from some peer, verified: it is the agent's
+// Source for neighbours. Candidates come in this order: connected peers the DHT names as
+// providers, then the other connected peers (when there are at most askConnectedMax of
+// them), then providers the DHT names that are not connected (dialled). Get asks one
+// candidate, a second one too if the first has not answered within Config.HedgeDelay,
+// and the next one as soon as one fails; the first verified answer wins. When every
+// candidate failed (none had it, or those that had it failed or sent a wrong block) the
+// error wraps ErrNotFound (and what each peer answered, e.g. flist.ErrBlockCorrupt).
+// When ctx ends first, the error wraps both ErrNotFound and ctx's error.
+func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
+	c, err := n.blockCID(id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cands := n.candidates(ctx, c)
+
+	type attempt struct {
+		data []byte
+		err  error
+	}
+	results := make(chan attempt)
+	var errs []error
+	active := 0
+	hedgeDue := false
+	hedge := time.NewTimer(n.cfg.HedgeDelay)
+	defer hedge.Stop()
+	for {
+		if cands == nil && active == 0 {
+			break
+		}
+		var next <-chan peer.AddrInfo
+		if active == 0 || (hedgeDue && active < getParallel) {
+			next = cands
+		}
+		select {
+		case ai, ok := <-next:
+			if !ok {
+				cands = nil
+				continue
+			}
+			n.rememberAddrs(ai)
+			active++
+			hedgeDue = false
+			hedge.Reset(n.cfg.HedgeDelay)
+			go func() {
+				data, err := n.Fetch(ctx, ai.ID, id)
+				select {
+				case results <- attempt{data, err}:
+				case <-ctx.Done():
+				}
+			}()
+		case r := <-results:
+			active--
+			if r.err == nil {
+				return r.data, nil
+			}
+			errs = append(errs, r.err)
+			hedgeDue = true // a failure frees its place at once
+		case <-hedge.C:
+			hedgeDue = true
+		case <-ctx.Done():
+			return nil, fmt.Errorf("p2p: block %s: %w: %w", hexID(id), ErrNotFound, ctx.Err())
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", hexID(id), ErrNotFound)
+	}
+	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", hexID(id), ErrNotFound, len(errs), errors.Join(errs...))
+}
+
+// candidates streams the peers to ask for the block named c, in Get's order, until ctx
+// ends; the channel is closed when there is no one left. The DHT lookup starts only
+// when the connected peers are all handed out or after Config.HedgeDelay, so that a
+// block a neighbour has costs no lookup.
+func (n *Node) candidates(ctx context.Context, c cid.Cid) chan peer.AddrInfo {
+	out := make(chan peer.AddrInfo)
+	h := n.host
+	var connected []peer.ID
+	if ps := n.blockPeers(); len(ps) <= askConnectedMax {
+		connected = ps
+		rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
+	}
+	go func() {
+		defer close(out)
+		var found <-chan peer.AddrInfo // the DHT's providers, once the lookup runs
+		lookup := false
+		startLookup := func() {
+			if !lookup {
+				lookup = true
+				found = n.dht.FindProvidersAsync(ctx, c, getMaxProviders+1)
+			}
+		}
+		later := time.NewTimer(n.cfg.HedgeDelay)
+		defer later.Stop()
+		seen := map[peer.ID]bool{n.id: true}
+		var providers []peer.AddrInfo // found by the DHT, not yet handed out
+		for {
+			for len(connected) > 0 && (seen[connected[0]] || n.bans.banned(connected[0])) {
+				connected = connected[1:]
+			}
+			if len(connected) == 0 {
+				startLookup()
+			}
+			// Pick the next candidate: a connected provider, a connected peer, any provider.
+			var pick peer.AddrInfo
+			from := 0 // 1: providers[i], 2: connected[0]
+			i := -1
+			for k, ai := range providers {
+				if h.Network().Connectedness(ai.ID) == network.Connected {
+					i = k
+					break
+				}
+			}
+			switch {
+			case i >= 0:
+				pick, from = providers[i], 1
+			case len(connected) > 0:
+				pick, from = peer.AddrInfo{ID: connected[0]}, 2
+			case len(providers) > 0:
+				i = 0
+				pick, from = providers[0], 1
+			}
+			if from == 0 && found == nil {
+				return
+			}
+			var send chan peer.AddrInfo
+			if from != 0 {
+				send = out
+			}
+			select {
+			case ai, ok := <-found:
+				if !ok {
+					found = nil
+					continue
+				}
+				if !seen[ai.ID] && !n.bans.banned(ai.ID) {
+					seen[ai.ID] = true
+					providers = append(providers, ai)
+				}
+			case send <- pick:
+				if from == 1 {
+					providers = append(providers[:i], providers[i+1:]...)
+				} else {
+					connected = connected[1:]
+				}
+				seen[pick.ID] = true
+			case <-later.C:
+				startLookup()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// blockPeers returns the connected peers that speak the block protocol, or may: those
+// whose protocols identify has not told yet.
+func (n *Node) blockPeers() []peer.ID {
+	var out []peer.ID
+	ps := n.host.Peerstore()
+	for _, p := range n.host.Network().Peers() {
+		if n.bans.banned(p) {
+			continue
+		}
+		if protos, err := ps.GetProtocols(p); err == nil && len(protos) > 0 {
+			if yes, err := ps.SupportsProtocols(p, ProtocolID); err != nil || len(yes) == 0 {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// rememberAddrs keeps a provider's addresses long enough to dial it.
+func (n *Node) rememberAddrs(ai peer.AddrInfo) {
+	if len(ai.Addrs) > 0 {
+		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+	}
+}
+
+// blockCID checks id and that the node runs, and returns the block's CID.
+func (n *Node) blockCID(id []byte) (cid.Cid, error) {
+	if err := checkID(id); err != nil {
+		return cid.Undef, err
+	}
+	if _, ok := n.running(); !ok {
+		return cid.Undef, ErrNotStarted
+	}
+	c, err := flist.BlockCID(id)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("p2p: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,72 @@
+package p2p
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Stats is a snapshot of the node's block exchange counters, since New.
+type Stats struct {
+	ServedBlocks int64 // blocks sent to peers
+	ServedBytes  int64 // bytes of the blocks sent to peers
+	// FetchedBlocks and FetchedBytes count the verified blocks obtained from peers.
+	FetchedBlocks int64
+	FetchedBytes  int64
+	// FetchedBytesByPeer is FetchedBytes by the peer that sent them.
+	FetchedBytesByPeer map[peer.ID]int64
+	// Rejected counts blocks from peers that did not hash to their id.
+	Rejected int64
+	// ProtocolErrors counts peers caught breaking the wire format (each is banned).
+	ProtocolErrors int64
+	// Banned is the number of peers banned now.
+	Banned int
+}
+
+// counters are the node's live counters.
+type counters struct {
+	servedBlocks, servedBytes   atomic.Int64
+	fetchedBlocks, fetchedBytes atomic.Int64
+	rejected, protocolErrors    atomic.Int64
+
+	mu     sync.Mutex
+	byPeer map[peer.ID]int64
+}
+
+func (c *counters) addFetched(p peer.ID, n int) {
+	c.fetchedBlocks.Add(1)
+	c.fetchedBytes.Add(int64(n))
+	c.mu.Lock()
+	if c.byPeer == nil {
+		c.byPeer = map[peer.ID]int64{}
+	}
+	c.byPeer[p] += int64(n)
+	c.mu.Unlock()
+}
+
+// Stats returns a snapshot of the node's counters.
+func (n *Node) Stats() Stats {
+	c := &n.stats
+	c.mu.Lock()
+	byPeer := maps.Clone(c.byPeer)
+	c.mu.Unlock()
+	if byPeer == nil {
+		byPeer = map[peer.ID]int64{}
+	}
+	return Stats{
+		ServedBlocks:       c.servedBlocks.Load(),
+		ServedBytes:        c.servedBytes.Load(),
+		FetchedBlocks:      c.fetchedBlocks.Load(),
+		FetchedBytes:       c.fetchedBytes.Load(),
+		FetchedBytesByPeer: byPeer,
+		Rejected:           c.rejected.Load(),
+		ProtocolErrors:     c.protocolErrors.Load(),
+		Banned:             n.bans.count(),
+	}
+}
+
+// Banned reports whether peer p is banned now (it sent a wrong block or broke the
+// protocol within Config.BanDuration).
+func (n *Node) Banned(p peer.ID) bool { return n.bans.banned(p) }

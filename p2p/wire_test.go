@@ -1,0 +1,100 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/zosfs/zosfs-agent/flist"
+)
+
+func TestWireRoundTrip(t *testing.T) {
+	for _, id := range [][]byte{bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 16)} {
+		for _, reqID := range []uint64{1, 127, 128, 1 << 40, 1<<64 - 1} {
+			frame := appendRequest(nil, reqID, id)
+			if len(frame) > maxRequestFrame {
+				t.Fatalf("request frame of %d bytes, bound %d", len(frame), maxRequestFrame)
+			}
+			gotID, gotBlock, err := readRequest(bufio.NewReader(bytes.NewReader(frame)))
+			if err != nil || gotID != reqID || !bytes.Equal(gotBlock, id) {
+				t.Fatalf("request %d: got %d %x %v", reqID, gotID, gotBlock, err)
+			}
+			hdr := appendResponseHeader(nil, reqID, statusOK, flist.MaxBlockStored)
+			if len(hdr) > maxResponseHeader {
+				t.Fatalf("response header of %d bytes, bound %d", len(hdr), maxResponseHeader)
+			}
+			r, st, n, err := readResponseHeader(bufio.NewReader(bytes.NewReader(hdr)))
+			if err != nil || r != reqID || st != statusOK || n != flist.MaxBlockStored {
+				t.Fatalf("response %d: got %d %d %d %v", reqID, r, st, n, err)
+			}
+		}
+	}
+}
+
+// FuzzReadRequest: any bytes give a request that encodes back to the same frame, a
+// protocol error, or an I/O error; never a panic or a large allocation.
+func FuzzReadRequest(f *testing.F) {
+	f.Add(appendRequest(nil, 1, bytes.Repeat([]byte{1}, 32)))
+	f.Add(appendRequest(nil, 300, bytes.Repeat([]byte{1}, 16)))
+	f.Add([]byte{0})
+	f.Add(bytes.Repeat([]byte{0xff}, 12))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bufio.NewReader(bytes.NewReader(in))
+		for {
+			reqID, id, err := readRequest(r)
+			if err != nil {
+				if !errors.Is(err, errProtocol) && err != io.EOF && err != io.ErrUnexpectedEOF {
+					t.Fatalf("unexpected error kind: %v", err)
+				}
+				return
+			}
+			if len(id) != 16 && len(id) != 32 {
+				t.Fatalf("id of %d bytes accepted", len(id))
+			}
+			back := appendRequest(nil, reqID, id)
+			r2, id2, err := readRequest(bufio.NewReader(bytes.NewReader(back)))
+			if err != nil || r2 != reqID || !bytes.Equal(id2, id) {
+				t.Fatalf("re-encoded request reads as %d %x %v", r2, id2, err)
+			}
+		}
+	})
+}
+
+// FuzzReadResponseHeader: any bytes give a header within the bounds of its status, a
+// protocol error, or an I/O error.
+func FuzzReadResponseHeader(f *testing.F) {
+	f.Add(appendResponseHeader(nil, 1, statusOK, 524288))
+	f.Add(appendResponseHeader(nil, 2, statusNotFound, 0))
+	f.Add(appendResponseHeader(nil, 3, statusError, 300))
+	f.Add(bytes.Repeat([]byte{0x80}, 11))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		reqID, status, n, err := readResponseHeader(bufio.NewReader(bytes.NewReader(in)))
+		if err != nil {
+			if !errors.Is(err, errProtocol) && err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		var max int
+		switch status {
+		case statusOK:
+			max = flist.MaxBlockStored
+		case statusError:
+			max = maxErrorMessage
+		case statusNotFound:
+		default:
+			t.Fatalf("status %d accepted", status)
+		}
+		if n < 0 || n > max {
+			t.Fatalf("status %d with %d bytes accepted", status, n)
+		}
+		// What was read encodes back to a header that reads the same.
+		back := appendResponseHeader(nil, reqID, status, n)
+		r2, s2, n2, err := readResponseHeader(bufio.NewReader(bytes.NewReader(back)))
+		if err != nil || r2 != reqID || s2 != status || n2 != n {
+			t.Fatalf("re-encoded header reads as %d %d %d %v", r2, s2, n2, err)
+		}
+	})
+}
