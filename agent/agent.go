@@ -1,9 +1,13 @@
-// Package agent is the daemon every node runs: it owns the block cache, the resolver
-// (cache, then one shared fetch per block, then hubs and the flists' routes), the FUSE
+// Package agent is the daemon every node runs: it owns the block cache, the p2p node
+// (serving the cache to neighbours and announcing it), the resolver (cache, then one
+// shared fetch per block, then neighbours, then hubs and the flists' routes), the FUSE
 // mounts and the local API the CLI talks to.
 package agent
 
 import (
+	"github.com/zosfs/zosfs-agent/flist"
+	"golang.org/x/time/rate"
+
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +20,7 @@ import (
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/hub"
+	"github.com/zosfs/zosfs-agent/p2p"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -35,6 +40,21 @@ type Config struct {
 	// ReadTimeout bounds a read through a mount: past it the read fails with EIO.
 	// Default 60s.
 	ReadTimeout time.Duration
+	// Listen is the p2p multiaddrs to listen on; empty means p2p.DefaultListen.
+	Listen []string
+	// Bootstrap is multiaddrs of peers (ending in /p2p/ID) to join, for routed sites.
+	Bootstrap []string
+	// PSKFile holds a libp2p private-network key: only nodes with the same key can join
+	// the site's network. Empty means an open network.
+	PSKFile string
+	// NoMDNS turns off mDNS discovery of peers on the LAN.
+	NoMDNS bool
+	// HubRate bounds the bytes per second fetched from hubs and stores (the thin
+	// uplink); 0 means no bound.
+	HubRate int64
+	// PeerTimeout bounds the attempt to get a block from neighbours before the hubs are
+	// asked. Default 3s.
+	PeerTimeout time.Duration
 	// Logger receives the daemon's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -44,6 +64,7 @@ const (
 	DefaultDataDir      = "/var/lib/zosfs"
 	defaultFetchTimeout = 20 * time.Second
 	defaultReadTimeout  = 60 * time.Second
+	defaultPeerTimeout  = 3 * time.Second
 	// pullParallel is how many blocks a pull fetches at once.
 	pullParallel = 16
 )
@@ -61,6 +82,9 @@ func (c Config) withDefaults() Config {
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = defaultReadTimeout
 	}
+	if c.PeerTimeout <= 0 {
+		c.PeerTimeout = defaultPeerTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -75,6 +99,8 @@ type Daemon struct {
 	resolver *Resolver
 	flists   *flistStore
 	mounts   *mountManager
+	node     *p2p.Node
+	announce *announcer
 	fetched  FetchStats
 }
 
@@ -89,7 +115,28 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("hub %q: %w", h, err)
 		}
 	}
-	return &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent")}, nil
+	var psk []byte
+	if cfg.PSKFile != "" {
+		var err error
+		if psk, err = os.ReadFile(cfg.PSKFile); err != nil {
+			return nil, fmt.Errorf("psk: %w", err)
+		}
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent"), announce: newAnnouncer()}
+	node, err := p2p.New(p2p.Config{
+		DataDir:   cfg.DataDir,
+		Listen:    cfg.Listen,
+		Bootstrap: cfg.Bootstrap,
+		PSK:       psk,
+		NoMDNS:    cfg.NoMDNS,
+		Blocks:    servedCache{d},
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("p2p: %w", err)
+	}
+	d.node = node
+	return d, nil
 }
 
 // Run opens the cache, restores the mounts of the last run, serves the local API and
@@ -102,7 +149,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	d.cache, err = cache.Open(cache.Config{Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, Logger: cfg.Logger})
+	d.cache, err = cache.Open(cache.Config{
+		Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, Logger: cfg.Logger,
+		OnStore: d.announce.add,
+	})
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
@@ -119,9 +169,25 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		hubs = append(hubs, h)
 		remote = append(remote, hubSource{h})
 	}
+	if cfg.HubRate > 0 {
+		remote = rateLimited(remote, cfg.HubRate)
+	}
 	d.resolver = NewResolver(d.cache, remote, cfg.FetchTimeout, &d.fetched, d.log)
-	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient}
+	d.resolver.peers = d.node
+	d.resolver.peerTimeout = cfg.PeerTimeout
+	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient,
+		peers: d.node, added: d.announce.add}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
+
+	// The node serves the cache and the flists from its start: everything it reaches is
+	// ready before.
+	if err := d.node.Start(ctx); err != nil {
+		return fmt.Errorf("p2p: %w", err)
+	}
+	defer d.node.Close()
+	announceCtx, stopAnnounce := context.WithCancel(ctx)
+	defer stopAnnounce()
+	go d.announce.run(announceCtx, d.node, d.cache, d.log)
 
 	l, err := api.Listen(cfg.APISocket)
 	if err != nil {
@@ -135,7 +201,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.mounts.restore(ctx)
 	defer d.mounts.closeAll()
 
-	d.log.Info("daemon ready", "api", cfg.APISocket, "data", cfg.DataDir, "hubs", cfg.Hubs)
+	d.log.Info("daemon ready", "api", cfg.APISocket, "data", cfg.DataDir, "hubs", cfg.Hubs,
+		"peer_id", d.node.ID().String(), "addrs", d.node.Addrs())
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
@@ -155,14 +222,20 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
+	peers := []api.Peer{}
+	for _, p := range d.node.Peers() {
+		peers = append(peers, api.Peer{ID: p.String()})
+	}
+	ns := d.node.Stats()
 	return api.Status{
-		Addrs:   []string{},
-		Peers:   []api.Peer{},
+		PeerID:  d.node.ID().String(),
+		Addrs:   d.node.Addrs(),
+		Peers:   peers,
 		Mounts:  d.mounts.list(),
 		Pinned:  pinned,
 		Cache:   api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
 		Fetched: api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
-		Served:  api.Served{},
+		Served:  api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks},
 		Hubs:    append([]string{}, d.cfg.Hubs...),
 	}, nil
 }
@@ -183,8 +256,58 @@ type hubSource struct{ h *hub.Client }
 func (s hubSource) Get(ctx context.Context, id []byte) ([]byte, error) { return s.h.GetBlock(ctx, id) }
 func (s hubSource) String() string                                     { return s.h.String() }
 
+// rateLimited bounds the bytes per second all of sources deliver together: one token
+// bucket for the uplink, with room for one block at a time.
+func rateLimited(sources []Source, bytesPerSecond int64) []Source {
+	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), flist.MaxBlockStored)
+	out := make([]Source, len(sources))
+	for i, src := range sources {
+		out[i] = SourceFunc(func(ctx context.Context, id []byte) ([]byte, error) {
+			data, err := src.Get(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if err := lim.WaitN(ctx, len(data)); err != nil {
+				return nil, err
+			}
+			return data, nil
+		})
+	}
+	return out
+}
+
 // isNotFound reports whether err says a source does not have a block (as opposed to
 // failing to answer).
 func isNotFound(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) || errors.Is(err, cache.ErrNotFound)
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) ||
+		errors.Is(err, cache.ErrNotFound) || errors.Is(err, p2p.ErrNotFound)
+}
+
+// servedCache is what the p2p node serves to neighbours: the cached blocks, and the
+// flists small enough to be one block, under their CID's digest. It reaches the cache
+// through the daemon because the node is made before Run opens the cache.
+type servedCache struct{ d *Daemon }
+
+func (s servedCache) Get(ctx context.Context, id []byte) ([]byte, error) {
+	if s.d.cache == nil {
+		return nil, cache.ErrNotFound
+	}
+	data, err := s.d.cache.Get(ctx, id)
+	if errors.Is(err, cache.ErrNotFound) {
+		if fl, ok := s.d.flists.byDigest(id); ok {
+			return fl, nil
+		}
+	}
+	return data, err
+}
+
+func (s servedCache) Has(ctx context.Context, id []byte) (bool, error) {
+	if s.d.cache == nil {
+		return false, nil
+	}
+	if ok, err := s.d.cache.Has(ctx, id); ok || err != nil {
+		return ok, err
+	}
+	_, ok := s.d.flists.byDigest(id)
+	return ok, nil
 }

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +32,11 @@ type flistStore struct {
 	dir  string
 	hubs []*hub.Client
 	http *http.Client
+	// peers, if set, is asked for flists no hub has: an flist small enough to be one
+	// block (flist.MaxBlockStored) is served by its holders under its CID's digest.
+	peers Source
+	// added, if set, is told the digest of each flist stored, to announce it.
+	added func(digest []byte)
 }
 
 func (s *flistStore) path(c cid.Cid) string { return filepath.Join(s.dir, c.String()) }
@@ -86,7 +93,31 @@ func (s *flistStore) add(r io.Reader) (cid.Cid, error) {
 	if err := checkFlist(tmp.Name()); err != nil {
 		return cid.Undef, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
-	return c, os.Rename(tmp.Name(), s.path(c))
+	if err := os.Rename(tmp.Name(), s.path(c)); err != nil {
+		return cid.Undef, err
+	}
+	if digest, err := flist.BlockID(c); err == nil && s.added != nil && n <= flist.MaxBlockStored {
+		s.added(digest)
+	}
+	return c, nil
+}
+
+// byDigest returns the bytes of a stored flist whose CID digest is id, if it is small
+// enough to be served as one block.
+func (s *flistStore) byDigest(id []byte) ([]byte, bool) {
+	if len(id) != 32 {
+		return nil, false
+	}
+	c, err := flist.BlockCID(id)
+	if err != nil {
+		return nil, false
+	}
+	fi, err := os.Stat(s.path(c))
+	if err != nil || fi.Size() > flist.MaxBlockStored {
+		return nil, false
+	}
+	data, err := os.ReadFile(s.path(c))
+	return data, err == nil
 }
 
 // checkFlist opens an flist to make sure it is one.
@@ -117,10 +148,33 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 		}
 		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
-		return cid.Undef, fmt.Errorf("%w: flist %s is not here and no hub is configured", api.ErrNotFound, c)
+	if s.peers != nil {
+		if got, err := s.fromPeers(ctx, c); err == nil {
+			return got, nil
+		} else {
+			errs = append(errs, err)
+		}
 	}
-	return cid.Undef, fmt.Errorf("flist %s: %w", c, errors.Join(errs...))
+	return cid.Undef, fmt.Errorf("%w: flist %s: not here, and no hub or neighbour has it: %w", api.ErrNotFound, c, errors.Join(errs...))
+}
+
+// fromPeers fetches flist c from the neighbours (verified against its digest by the p2p
+// layer, and again here by its CID).
+func (s *flistStore) fromPeers(ctx context.Context, c cid.Cid) (cid.Cid, error) {
+	digest, err := flist.BlockID(c)
+	if err != nil {
+		return cid.Undef, err
+	}
+	data, err := s.peers.Get(ctx, digest)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("neighbours: %w", err)
+	}
+	got, err := s.add(bytes.NewReader(data))
+	if err == nil && !got.Equals(c) {
+		os.Remove(s.path(got))
+		err = fmt.Errorf("a neighbour sent an flist whose CID is %s", got)
+	}
+	return got, err
 }
 
 func (s *flistStore) byName(ctx context.Context, name string) (cid.Cid, error) {

@@ -56,13 +56,17 @@ type FetchStats struct {
 // by a deadline, with retries and backoff. Every block from outside is verified against
 // its id before it is cached or used.
 type Resolver struct {
-	cache    BlockCache
-	remote   []Source // tried in random order, falling back to the next
-	timeout  time.Duration
-	stats    *FetchStats
-	log      *slog.Logger
-	decoded  *lru
-	inflight singleflight
+	cache BlockCache
+	// peers, if set, is asked before the remote sources, for at most peerTimeout: the
+	// site's neighbours, whose blocks arrive already verified.
+	peers       Source
+	peerTimeout time.Duration
+	remote      []Source // tried in random order, falling back to the next
+	timeout     time.Duration
+	stats       *FetchStats
+	log         *slog.Logger
+	decoded     *lru
+	inflight    singleflight
 }
 
 // NewResolver returns a resolver over cache and the global remote sources (hubs).
@@ -86,6 +90,13 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		if data, err := r.cache.Get(ctx, id); err == nil { // filled while we waited
 			return data, nil
 		}
+		if data, err := r.fetchPeers(ctx, id); err == nil {
+			r.stats.Peers.Add(int64(len(data)))
+			if err := r.cache.Put(ctx, id, data); err != nil {
+				r.log.Warn("caching a block failed", "id", fmt.Sprintf("%x", id), "err", err)
+			}
+			return data, nil
+		}
 		data, err := r.fetchRemote(ctx, id, extra)
 		if err != nil {
 			return nil, err
@@ -97,6 +108,23 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		return data, nil
 	})
 }
+
+// fetchPeers asks the neighbours, bounded by peerTimeout so that a block no neighbour
+// has soon goes to the hub. The p2p layer verifies what it returns.
+func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
+	if r.peers == nil {
+		return nil, errNoPeers
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.peerTimeout)
+	defer cancel()
+	data, err := r.peers.Get(ctx, id)
+	if err != nil {
+		r.log.Debug("no neighbour gave the block", "id", fmt.Sprintf("%x", id), "err", err)
+	}
+	return data, err
+}
+
+var errNoPeers = errors.New("no peer network")
 
 // fetchRemote tries every remote source, in random order, up to fetchAttempts rounds.
 func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) ([]byte, error) {

@@ -201,3 +201,24 @@ func TestResolverGetBlockDecodes(t *testing.T) {
 		t.Errorf("remote calls %d, cached %d, cache reads %d: want 1, 1, 0", src.calls.Load(), len(c.blocks), stats.Cache.Load())
 	}
 }
+
+// TestRateLimited: sources behind the uplink bound cannot deliver faster than it (past
+// the one-block burst).
+func TestRateLimited(t *testing.T) {
+	block := make([]byte, flist.BlockSize)
+	src := SourceFunc(func(context.Context, []byte) ([]byte, error) { return block, nil })
+	limited := rateLimited([]Source{src, src}, 4<<20)
+	start := time.Now()
+	total := 0
+	for i := range 16 { // 8 MiB over both sources: at least (8 MiB - burst) / 4 MiB/s
+		data, err := limited[i%2].Get(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(data)
+	}
+	minimum := time.Duration(float64(total-flist.MaxBlockStored) / float64(4<<20) * float64(time.Second))
+	if el := time.Since(start); el < minimum*9/10 {
+		t.Errorf("%d bytes in %s through a 4 MiB/s bound, want at least %s", total, el, minimum)
+	}
+}

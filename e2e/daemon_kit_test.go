@@ -153,7 +153,9 @@ func runDaemon(t *testing.T, extra ...string) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &testDaemon{Data: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "agent.sock"), t: t}
-	d.args = append([]string{"daemon", "--data", d.Data, "--api", d.Socket, "--log-level", "debug"}, extra...)
+	// Loopback only, no mDNS: tests never send traffic beyond this machine.
+	d.args = append([]string{"daemon", "--data", d.Data, "--api", d.Socket, "--log-level", "debug",
+		"--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"}, extra...)
 	d.start()
 	return d
 }

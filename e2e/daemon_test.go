@@ -229,7 +229,8 @@ func TestKillDuringPull(t *testing.T) {
 		t.Fatalf("gentree: %v\n%s", err, out)
 	}
 	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
-	d := runDaemon(t, "--hub", h.URL)
+	// A bounded uplink makes the pull last several seconds, so the kill lands in its middle.
+	d := runDaemon(t, "--hub", h.URL, "--hub-rate", "40MiB")
 	mp := d.mountFlist(t, cid)
 
 	pull := exec.Command(binary, "pull", "--api", d.Socket, cid)

@@ -33,7 +33,9 @@ done
 [ -n "$addr" ] || { echo "the hub did not start:" >&2; cat "$work/hub.log" >&2; exit 1; }
 hub="http://$addr"
 echo "== 1. a hub on $hub and a daemon (data and logs in $work)"
-"$BIN" daemon --data "$work/data" --api "$work/agent.sock" --hub "$hub" 2> "$work/daemon.log" &
+# Loopback only and no mDNS: the demo stays on this machine.
+"$BIN" daemon --data "$work/data" --api "$work/agent.sock" --hub "$hub" \
+  --no-mdns --listen /ip4/127.0.0.1/tcp/0 2> "$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do "$BIN" status --api "$work/agent.sock" >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/p2p"
+)
+
+// Tuning of block announcements.
+const (
+	// announceWorkers run DHT provide calls in parallel: each is a network round trip
+	// or several, so a few in parallel keep up with a pull.
+	announceWorkers = 4
+	// reannounceEvery re-announces every cached block, as provider records expire.
+	reannounceEvery = 12 * time.Hour
+	// announceQueue bounds the ids waiting to be announced; beyond it new ones wait for
+	// the next re-announce round instead of blocking the cache.
+	announceQueue = 4096
+)
+
+// announcer announces the blocks the cache stores to the DHT, in the background, and
+// re-announces the cached ones periodically; an evicted block is no longer announced and
+// its provider records expire. Neighbours
+// already connected find blocks without it (they are asked directly); announcements let
+// nodes further away find providers.
+type announcer struct {
+	queue chan []byte
+}
+
+func newAnnouncer() *announcer {
+	return &announcer{queue: make(chan []byte, announceQueue)}
+}
+
+// add queues a block stored in the cache (cache.Config.OnStore).
+func (a *announcer) add(id []byte) {
+	select {
+	case a.queue <- id:
+	default: // the queue is full: the next re-announce round will cover it
+	}
+}
+
+// run announces queued blocks until ctx ends, and every cached block at start and every
+// reannounceEvery.
+func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for range announceWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-a.queue:
+					if has, _ := c.Has(ctx, id); !has {
+						continue // evicted since: no longer announced
+					}
+					if err := node.Provide(ctx, id); err != nil && ctx.Err() == nil {
+						log.Debug("announcing a block failed", "id", hexID(id), "err", err)
+					}
+				}
+			}
+		}()
+	}
+	reannounce := func() {
+		c.Range(func(id []byte, _ int64) bool {
+			select {
+			case a.queue <- id:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}
+	reannounce()
+	t := time.NewTicker(reannounceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+			reannounce()
+		}
+	}
+}
+
+func hexID(id []byte) string { return fmt.Sprintf("%x", id) }

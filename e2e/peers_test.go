@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zosfs/zosfs-agent/flist/flisttest"
+)
+
+// bootstrapAddr is a daemon's first p2p address, for the others' --bootstrap.
+func (d *testDaemon) bootstrapAddr(t *testing.T) string {
+	t.Helper()
+	st := d.status(t)
+	if st.PeerID == "" || len(st.Addrs) == 0 {
+		t.Fatalf("daemon has no p2p address: %+v", st)
+	}
+	return st.Addrs[0]
+}
+
+// waitPeers waits until the daemon sees at least n peers.
+func (d *testDaemon) waitPeers(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, "peers", 30*time.Second, d.exited, func() bool {
+		st, err := d.client().Status(t.Context())
+		return err == nil && len(st.Peers) >= n
+	})
+}
+
+// TestNeighboursFirst: three daemons and a hub on loopback. A mounts and reads an flist;
+// then B and C read the same files: every byte matches and the hub sends them nothing —
+// their blocks come from A. With the hub stopped, a fourth daemon that knows no hub
+// mounts the flist by CID and reads all that A had, from its neighbours alone.
+func TestNeighboursFirst(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	flisttest.MakeTree(t, src, 21, flisttest.TreeOptions{})
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+
+	a := runDaemon(t, "--hub", h.URL)
+	diffTrees(t, src, a.mountFlist(t, cid))
+	aStatus := a.status(t)
+	if aStatus.Fetched.Hub == 0 {
+		t.Fatal("A read the tree without fetching from the hub")
+	}
+
+	boot := a.bootstrapAddr(t)
+	for _, name := range []string{"B", "C"} {
+		d := runDaemon(t, "--hub", h.URL, "--bootstrap", boot)
+		d.waitPeers(t, 1)
+		diffTrees(t, src, d.mountFlist(t, cid))
+		st := d.status(t)
+		if st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
+			t.Errorf("%s fetched %d bytes from the hub and %d from peers; want 0 from the hub", name, st.Fetched.Hub, st.Fetched.Peers)
+		}
+	}
+	if st := a.status(t); st.Served.Bytes == 0 || st.Served.Blocks == 0 {
+		t.Errorf("A served %d bytes in %d blocks, want some", st.Served.Bytes, st.Served.Blocks)
+	}
+
+	h.stop(syscall.SIGTERM)
+	d := runDaemon(t, "--bootstrap", boot)
+	d.waitPeers(t, 1)
+	diffTrees(t, src, d.mountFlist(t, cid))
+	if st := d.status(t); st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
+		t.Errorf("without a hub: fetched %d from the hub, %d from peers", st.Fetched.Hub, st.Fetched.Peers)
+	}
+}
