@@ -5,9 +5,6 @@
 package agent
 
 import (
-	"github.com/zosfs/zosfs-agent/flist"
-	"golang.org/x/time/rate"
-
 	"context"
 	"errors"
 	"fmt"
@@ -17,8 +14,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
 	"github.com/zosfs/zosfs-agent/p2p"
 	"github.com/zosfs/zosfs-agent/store"

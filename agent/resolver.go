@@ -93,7 +93,7 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		if data, err := r.fetchPeers(ctx, id); err == nil {
 			r.stats.Peers.Add(int64(len(data)))
 			if err := r.cache.Put(ctx, id, data); err != nil {
-				r.log.Warn("caching a block failed", "id", fmt.Sprintf("%x", id), "err", err)
+				r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
 			}
 			return data, nil
 		}
@@ -103,7 +103,7 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		}
 		r.stats.Hub.Add(int64(len(data)))
 		if err := r.cache.Put(ctx, id, data); err != nil {
-			r.log.Warn("caching a block failed", "id", fmt.Sprintf("%x", id), "err", err)
+			r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
 		}
 		return data, nil
 	})
@@ -119,7 +119,7 @@ func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
 	defer cancel()
 	data, err := r.peers.Get(ctx, id)
 	if err != nil {
-		r.log.Debug("no neighbour gave the block", "id", fmt.Sprintf("%x", id), "err", err)
+		r.log.Debug("no neighbour gave the block", "id", hexID(id), "err", err)
 	}
 	return data, err
 }
