@@ -17,8 +17,10 @@ vet:
 	$(GO) vet ./...
 
 # Ratios against baselines measured in the same run; results go to docs/BENCHMARKS.md.
+# bench-mount.sh needs root and /dev/fuse (it says so and skips without them).
 bench: build
 	./scripts/bench-pack.sh
+	./scripts/bench-mount.sh
 
 demo: build
 	./scripts/demo.sh

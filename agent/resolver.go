@@ -26,11 +26,16 @@ type SourceFunc func(ctx context.Context, id []byte) ([]byte, error)
 // Get implements Source.
 func (f SourceFunc) Get(ctx context.Context, id []byte) ([]byte, error) { return f(ctx, id) }
 
-// BlockCache is what the resolver needs of the local cache.
+// BlockCache is what the resolver needs of the local cache. Get returns verified bytes;
+// PutVerified stores bytes the resolver has verified, without hashing them again.
 type BlockCache interface {
 	Source
-	Put(ctx context.Context, id, data []byte) error
+	PutVerified(ctx context.Context, id, data []byte) error
 }
+
+// selfVerifying marks a Source whose blocks are verified against their ids before they
+// are returned (the hub client, the p2p node): the resolver does not hash them again.
+type selfVerifying interface{ VerifiesBlocks() }
 
 // Tuning of the fetch path.
 const (
@@ -92,7 +97,7 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		}
 		if data, err := r.fetchPeers(ctx, id); err == nil {
 			r.stats.Peers.Add(int64(len(data)))
-			if err := r.cache.Put(ctx, id, data); err != nil {
+			if err := r.cache.PutVerified(ctx, id, data); err != nil {
 				r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
 			}
 			return data, nil
@@ -102,7 +107,7 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 			return nil, err
 		}
 		r.stats.Hub.Add(int64(len(data)))
-		if err := r.cache.Put(ctx, id, data); err != nil {
+		if err := r.cache.PutVerified(ctx, id, data); err != nil {
 			r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
 		}
 		return data, nil
@@ -172,6 +177,9 @@ func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := src.(selfVerifying); ok {
+		return data, nil
+	}
 	if err := flist.VerifyBlock(id, data); err != nil {
 		r.log.Warn("a source sent a wrong block", "source", fmt.Sprint(src), "err", err)
 		return nil, err
@@ -189,7 +197,7 @@ func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source)
 	if err != nil {
 		return nil, err
 	}
-	plain, err := flist.DecodeBlock(b, data)
+	plain, err := flist.DecodeVerifiedBlock(b, data) // Fetch returns verified bytes only
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func (c *memCache) Get(_ context.Context, id []byte) ([]byte, error) {
 	return nil, store.ErrNotFound
 }
 
-func (c *memCache) Put(_ context.Context, id, data []byte) error {
+func (c *memCache) PutVerified(_ context.Context, id, data []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.blocks[string(id)] = data

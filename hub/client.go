@@ -162,7 +162,7 @@ func (c *Client) GetBlock(ctx context.Context, id []byte) ([]byte, error) {
 	if resp.ContentLength > flist.MaxBlockStored {
 		return nil, fmt.Errorf("hub: block %x: %d bytes, more than the maximum of %d", id, resp.ContentLength, flist.MaxBlockStored)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, flist.MaxBlockStored+1))
+	data, err := readBody(resp, flist.MaxBlockStored)
 	if err != nil {
 		return nil, fmt.Errorf("hub: block %x: %w", id, err)
 	}
@@ -303,4 +303,18 @@ func (c *Client) List(ctx context.Context) ([]FlistInfo, error) {
 	var out []FlistInfo
 	err := c.doJSON(ctx, http.MethodGet, "/flists", nil, false, &out)
 	return out, err
+}
+
+// readBody reads a response body of at most max bytes (max+1 read means too long). With a
+// Content-Length it reads into one buffer of that size: io.ReadAll would grow its buffer
+// from 512 bytes, copying a 512 KiB block a dozen times.
+func readBody(resp *http.Response, max int64) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= max {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, max+1))
 }

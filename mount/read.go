@@ -352,3 +352,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	}
 	return 0
 }
+
+// Flush answers ENOSYS: nothing is ever written, and the kernel, told once, stops sending
+// FLUSH on every close — one synchronous round trip less per file read.
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }

@@ -37,6 +37,11 @@ func (n *Node) Provide(ctx context.Context, id []byte) error {
 	if err != nil {
 		return err
 	}
+	// With no peer the announcement can reach no one, and each attempt would still add a
+	// local provider record that every later lookup scans.
+	if len(n.Peers()) == 0 {
+		return fmt.Errorf("p2p: provide %s: no peer connected", c)
+	}
 	if err := n.dht.Provide(ctx, c, true); err != nil {
 		return fmt.Errorf("p2p: provide %s: %w", c, err)
 	}
@@ -87,6 +92,9 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	c, err := n.blockCID(id)
 	if err != nil {
 		return nil, err
+	}
+	if len(n.Peers()) == 0 { // alone: no one to ask, and no lookup to pay for
+		return nil, fmt.Errorf("p2p: %x: %w (no peer connected)", id, ErrNotFound)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
