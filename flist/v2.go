@@ -27,6 +27,29 @@ const maxTarget = 4096
 type V2 struct {
 	db   *sql.DB
 	path string
+	// The navigation queries, prepared once: a mount runs them for every lookup, listing
+	// and open.
+	getStmt, lookupStmt, readDirStmt, blocksStmt *sql.Stmt
+}
+
+// prepare compiles the navigation queries once.
+func (v *V2) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&v.getStmt, entryColumns + "WHERE i.ino = ?"},
+		{&v.lookupStmt, entryColumns + "WHERE i.parent = ? AND i.name = ? AND i.ino <> i.parent AND i.ino <> 1 ORDER BY i.ino LIMIT 1"},
+		{&v.readDirStmt, entryColumns + "WHERE i.parent = ? AND i.ino <> i.parent AND i.ino <> 1"},
+		{&v.blocksStmt, "SELECT id, key FROM block WHERE ino = ? ORDER BY rowid"},
+	} {
+		st, err := v.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrFormat, err)
+		}
+		*p.stmt = st
+	}
+	return nil
 }
 
 // Open opens an flist of either format, telling them apart by their first bytes.
@@ -58,7 +81,7 @@ func OpenV2(ctx context.Context, path string) (*V2, error) {
 	}
 	v := &V2{db: db, path: path}
 	if err := v.check(ctx); err != nil {
-		db.Close()
+		v.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return v, nil
@@ -84,6 +107,9 @@ func (v *V2) check(ctx context.Context) error {
 			return fmt.Errorf("%w: missing rfs schema: %v", ErrFormat, err)
 		}
 		rows.Close()
+	}
+	if err := v.prepare(ctx); err != nil {
+		return err
 	}
 	root, err := v.Get(ctx, RootIno)
 	if err != nil {
@@ -133,7 +159,14 @@ const reachableQuery = `WITH RECURSIVE t(ino) AS (
 func (v *V2) Format() Format { return FormatV2 }
 
 // Close implements Flist.
-func (v *V2) Close() error { return v.db.Close() }
+func (v *V2) Close() error {
+	for _, st := range []*sql.Stmt{v.getStmt, v.lookupStmt, v.readDirStmt, v.blocksStmt} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	return v.db.Close()
+}
 
 // entryColumns selects one inode with its symlink target and its block count.
 const entryColumns = `SELECT i.ino, i.parent, i.name, i.size, i.uid, i.gid, i.mode, i.rdev, i.mtime,
@@ -204,7 +237,7 @@ func (v *V2) Get(ctx context.Context, ino uint64) (Entry, error) {
 	if ino > math.MaxInt64 {
 		return Entry{}, ErrNotFound
 	}
-	e, err := scanEntry(v.db.QueryRowContext(ctx, entryColumns+"WHERE i.ino = ?", int64(ino)))
+	e, err := scanEntry(v.getStmt.QueryRowContext(ctx, int64(ino)))
 	if errors.Is(err, ErrNotFound) {
 		return e, fmt.Errorf("inode %d: %w", ino, err)
 	}
@@ -218,9 +251,7 @@ func (v *V2) Lookup(ctx context.Context, parent uint64, name string) (Entry, err
 	}
 	// A child is never the root and never its own parent: such rows would make the tree a
 	// cycle, so they are not part of it.
-	e, err := scanEntry(v.db.QueryRowContext(ctx,
-		entryColumns+"WHERE i.parent = ? AND i.name = ? AND i.ino <> i.parent AND i.ino <> 1 ORDER BY i.ino LIMIT 1",
-		int64(parent), name))
+	e, err := scanEntry(v.lookupStmt.QueryRowContext(ctx, int64(parent), name))
 	if errors.Is(err, ErrNotFound) {
 		return e, fmt.Errorf("%q in inode %d: %w", name, parent, err)
 	}
@@ -236,8 +267,7 @@ func (v *V2) ReadDir(ctx context.Context, ino uint64) ([]Entry, error) {
 	if dir.Type != TypeDir {
 		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotDir)
 	}
-	rows, err := v.db.QueryContext(ctx,
-		entryColumns+"WHERE i.parent = ? AND i.ino <> i.parent AND i.ino <> 1", int64(ino))
+	rows, err := v.readDirStmt.QueryContext(ctx, int64(ino))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -267,7 +297,7 @@ func (v *V2) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 	if ino > math.MaxInt64 {
 		return nil, ErrNotFound
 	}
-	rows, err := v.db.QueryContext(ctx, "SELECT id, key FROM block WHERE ino = ? ORDER BY rowid", int64(ino))
+	rows, err := v.blocksStmt.QueryContext(ctx, int64(ino))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
