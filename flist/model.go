@@ -189,6 +189,12 @@ type Flist interface {
 	Close() error
 }
 
+// Totaler is implemented by flists that can count their entries and the bytes of their
+// files without a walk (a mount's statfs wants both).
+type Totaler interface {
+	Totals(ctx context.Context) (entries, fileBytes uint64, err error)
+}
+
 // ValidName reports an error if name cannot be a single path component: empty, ".", "..",
 // or containing '/' or NUL. Such names in an flist would let a mount escape its tree.
 func ValidName(name string) error {

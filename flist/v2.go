@@ -364,3 +364,14 @@ func (v *V2) Tags(ctx context.Context) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// Totals implements Totaler with one aggregate query: every row is an entry of the tree,
+// since OpenV2 checked that all are reachable from the root.
+func (v *V2) Totals(ctx context.Context) (entries, fileBytes uint64, err error) {
+	var n, size int64
+	err = v.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0) FROM inode`).Scan(&n, &size)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return uint64(n), uint64(size), nil
+}

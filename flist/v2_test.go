@@ -212,3 +212,29 @@ func FuzzOpenV2(f *testing.F) {
 		}
 	})
 }
+
+// TestV2Totals: the aggregate agrees with a walk of the tree.
+func TestV2Totals(t *testing.T) {
+	for _, name := range []string{"alpine-latest.fl", "redis-latest.fl"} {
+		p, _ := fixtures.Flist(t, name)
+		f, err := flist.OpenV2(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var entries, bytes uint64
+		if err := flist.Walk(t.Context(), f, func(_ string, e flist.Entry) error {
+			entries++
+			if e.Type == flist.TypeFile {
+				bytes += e.Size
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ge, gb, err := f.Totals(t.Context())
+		if err != nil || ge != entries || gb != bytes {
+			t.Errorf("%s: Totals = %d, %d, %v; the walk counts %d, %d", name, ge, gb, err, entries, bytes)
+		}
+		f.Close()
+	}
+}

@@ -15,8 +15,9 @@
 // across mounts). nlink is 1 for everything but directories, which have 2 + their
 // subdirectories, as on a disk (an flist has no hard links: each path is its own entry).
 // statfs reports a full, read-only filesystem: blocks = the total size of all files in
-// 4 KiB units, files = the number of entries, nothing free; the totals come from one walk
-// of the flist, in the background, on the first statfs (zero until it is done).
+// 4 KiB units, files = the number of entries, nothing free; the totals are counted once
+// (one query for a v2 flist, a walk otherwise), in the background, on the first statfs
+// (zero until done).
 //
 // Reads: a read fetches only the blocks it touches and checks their lengths against the
 // file's size (a block of the wrong length is an I/O error, never garbage). Each open file

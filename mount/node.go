@@ -269,8 +269,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 
 // Statfs implements fs.NodeStatfser. The filesystem is full and read-only: blocks =
 // total file bytes in 4 KiB units, files = the number of entries, nothing free. The
-// totals come from one walk of the whole flist, started by the first statfs and run in
-// the background; until it is done statfs reports zero totals.
+// totals are counted once (countTotals), started by the first statfs and run in the
+// background; until they are known statfs reports zero totals.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	m := n.m
 	m.statfsOnce.Do(func() {
@@ -291,18 +291,24 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-// countTotals walks the flist once for statfs.
+// countTotals counts the flist's entries and file bytes once for statfs: with one query
+// where the flist can, else with a walk.
 func (m *Mount) countTotals() {
 	defer m.active.Add(-1)
 	defer close(m.statfsDone)
 	var entries, bytes uint64
-	err := flist.Walk(m.runCtx, m.cfg.Flist, func(_ string, e flist.Entry) error {
-		entries++
-		if e.Type == flist.TypeFile {
-			bytes += e.Size
-		}
-		return nil
-	})
+	var err error
+	if t, ok := m.cfg.Flist.(flist.Totaler); ok {
+		entries, bytes, err = t.Totals(m.runCtx)
+	} else {
+		err = flist.Walk(m.runCtx, m.cfg.Flist, func(_ string, e flist.Entry) error {
+			entries++
+			if e.Type == flist.TypeFile {
+				bytes += e.Size
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		if m.runCtx.Err() == nil {
 			m.log.Warn("counting the flist's entries for statfs", "err", err)
