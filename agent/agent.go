@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
+	"github.com/zosfs/zosfs-agent/metrics"
 	"github.com/zosfs/zosfs-agent/p2p"
 	"github.com/zosfs/zosfs-agent/store"
 )
@@ -55,6 +57,9 @@ type Config struct {
 	// PeerTimeout bounds the attempt to get a block from neighbours before the hubs are
 	// asked. Default 3s.
 	PeerTimeout time.Duration
+	// MetricsAddr, if set, is where Prometheus metrics are served (GET /metrics), e.g.
+	// 127.0.0.1:9100. Empty: no metrics server.
+	MetricsAddr string
 	// Logger receives the daemon's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -198,6 +203,19 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	go func() { serveErr <- srv.Serve(l) }()
 	defer os.Remove(cfg.APISocket)
 
+	if cfg.MetricsAddr != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler(d.metricsSnapshot))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(ml)
+		defer msrv.Close()
+		d.log.Info("serving metrics", "addr", ml.Addr().String())
+	}
+
 	d.mounts.restore(ctx)
 	defer d.mounts.closeAll()
 
@@ -238,6 +256,23 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		Served:  api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks},
 		Hubs:    append([]string{}, d.cfg.Hubs...),
 	}, nil
+}
+
+// metricsSnapshot gathers the figures the metrics server exposes.
+func (d *Daemon) metricsSnapshot() metrics.Snapshot {
+	cs := d.cache.Stats()
+	ns := d.node.Stats()
+	peerBytes := make(map[string]int64, len(ns.FetchedBytesByPeer))
+	for p, n := range ns.FetchedBytesByPeer {
+		peerBytes[p.String()] = n
+	}
+	return metrics.Snapshot{
+		FetchedBytes: map[string]int64{"cache": d.fetched.Cache.Load(), "peers": d.fetched.Peers.Load(), "hub": d.fetched.Hub.Load()},
+		PeerBytes:    peerBytes,
+		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, Rejected: ns.Rejected,
+		CacheBytes: cs.Bytes, CacheBlocks: cs.Blocks, CacheMax: cs.Max,
+		Peers: len(d.node.Peers()), Mounts: len(d.mounts.list()),
+	}
 }
 
 // Mount implements api.Backend.

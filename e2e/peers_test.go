@@ -1,6 +1,14 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/zosfs/zosfs-agent/store/storetest"
+
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +46,8 @@ func TestNeighboursFirst(t *testing.T) {
 	flisttest.MakeTree(t, src, 21, flisttest.TreeOptions{})
 	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
 
-	a := runDaemon(t, "--hub", h.URL)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t))
+	a := runDaemon(t, "--hub", h.URL, "--metrics", metricsAddr)
 	diffTrees(t, src, a.mountFlist(t, cid))
 	aStatus := a.status(t)
 	if aStatus.Fetched.Hub == 0 {
@@ -58,6 +67,24 @@ func TestNeighboursFirst(t *testing.T) {
 	if st := a.status(t); st.Served.Bytes == 0 || st.Served.Blocks == 0 {
 		t.Errorf("A served %d bytes in %d blocks, want some", st.Served.Bytes, st.Served.Blocks)
 	}
+	if out := a.cli(t, "peers"); !strings.Contains(out, "2 peers") {
+		t.Errorf("A's peers:\n%s", out)
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := metricValue(string(body), `zosfs_fetched_bytes_total{source="hub"}`); got != float64(aStatus.Fetched.Hub) {
+		t.Errorf("metrics say %v bytes from the hub, status %d", got, aStatus.Fetched.Hub)
+	}
+	if got := metricValue(string(body), "zosfs_peers"); got != 2 {
+		t.Errorf("metrics say %v peers, want 2", got)
+	}
+	if got := metricValue(string(body), "zosfs_served_blocks_total"); got == 0 {
+		t.Error("metrics say no block was served")
+	}
 
 	h.stop(syscall.SIGTERM)
 	d := runDaemon(t, "--bootstrap", boot)
@@ -66,4 +93,18 @@ func TestNeighboursFirst(t *testing.T) {
 	if st := d.status(t); st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
 		t.Errorf("without a hub: fetched %d from the hub, %d from peers", st.Fetched.Hub, st.Fetched.Peers)
 	}
+}
+
+// metricValue is the value of the sample named name (with its labels) in a Prometheus
+// text exposition, or -1.
+func metricValue(exposition, name string) float64 {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -69,6 +69,7 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 	f.StringVar(&hubRate, "hub-rate", "", "bound the bytes per second fetched from hubs and stores, e.g. 2MiB (default: no bound)")
 	f.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 20*time.Second, "bound on one attempt to fetch a block from a hub or store")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", 60*time.Second, "bound on a read through a mount; past it the read fails with EIO")
+	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve Prometheus metrics at `ADDR` (host:port), GET /metrics (default: off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }

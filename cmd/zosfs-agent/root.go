@@ -26,6 +26,7 @@ and reads the flists that exist today: rfs .fl files and legacy .flist archives.
 		newUmountCmd(),
 		newPullCmd(),
 		newStatusCmd(),
+		newPeersCmd(),
 	)
 	return root
 }

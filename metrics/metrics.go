@@ -1,0 +1,78 @@
+// Package metrics exposes the daemon's figures in Prometheus format, every name starting
+// with zosfs_. The figures are read from a snapshot taken at each scrape, so nothing on
+// the read path pays for metrics.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Snapshot is the daemon's state at one scrape.
+type Snapshot struct {
+	// FetchedBytes counts bytes of blocks obtained, by source: cache, peers, hub.
+	FetchedBytes map[string]int64
+	// PeerBytes counts bytes of verified blocks obtained from each peer (by peer id).
+	PeerBytes    map[string]int64
+	ServedBytes  int64 // bytes of blocks sent to neighbours
+	ServedBlocks int64 // blocks sent to neighbours
+	Rejected     int64 // blocks from peers that did not match their id
+	CacheBytes   int64
+	CacheBlocks  int64
+	CacheMax     int64 // 0: no bound
+	Peers        int   // connected neighbours
+	Mounts       int
+}
+
+var (
+	descFetched      = prometheus.NewDesc("zosfs_fetched_bytes_total", "Bytes of blocks the daemon obtained, by source (cache, peers, hub).", []string{"source"}, nil)
+	descPeerBytes    = prometheus.NewDesc("zosfs_peer_fetched_bytes_total", "Bytes of verified blocks obtained from each neighbour.", []string{"peer"}, nil)
+	descServedBytes  = prometheus.NewDesc("zosfs_served_bytes_total", "Bytes of blocks sent to neighbours.", nil, nil)
+	descServedBlocks = prometheus.NewDesc("zosfs_served_blocks_total", "Blocks sent to neighbours.", nil, nil)
+	descRejected     = prometheus.NewDesc("zosfs_rejected_blocks_total", "Blocks from neighbours that did not match their id.", nil, nil)
+	descCacheBytes   = prometheus.NewDesc("zosfs_cache_bytes", "Bytes held in the block cache.", nil, nil)
+	descCacheBlocks  = prometheus.NewDesc("zosfs_cache_blocks", "Blocks held in the block cache.", nil, nil)
+	descCacheMax     = prometheus.NewDesc("zosfs_cache_max_bytes", "Bound on the block cache (0: none).", nil, nil)
+	descPeers        = prometheus.NewDesc("zosfs_peers", "Connected neighbours.", nil, nil)
+	descMounts       = prometheus.NewDesc("zosfs_mounts", "Flists mounted.", nil, nil)
+)
+
+// collector turns a snapshot into metrics at each scrape.
+type collector struct{ snapshot func() Snapshot }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks,
+		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+	for src, n := range s.FetchedBytes {
+		ch <- prometheus.MustNewConstMetric(descFetched, prometheus.CounterValue, float64(n), src)
+	}
+	for p, n := range s.PeerBytes {
+		ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(n), p)
+	}
+	ch <- prometheus.MustNewConstMetric(descServedBytes, prometheus.CounterValue, float64(s.ServedBytes))
+	ch <- prometheus.MustNewConstMetric(descServedBlocks, prometheus.CounterValue, float64(s.ServedBlocks))
+	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected))
+	ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(s.CacheBytes))
+	ch <- prometheus.MustNewConstMetric(descCacheBlocks, prometheus.GaugeValue, float64(s.CacheBlocks))
+	ch <- prometheus.MustNewConstMetric(descCacheMax, prometheus.GaugeValue, float64(s.CacheMax))
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(s.Peers))
+	ch <- prometheus.MustNewConstMetric(descMounts, prometheus.GaugeValue, float64(s.Mounts))
+}
+
+// Handler serves the metrics of snapshot, plus the Go runtime's and the process's, at
+// each scrape.
+func Handler(snapshot func() Snapshot) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{snapshot},
+		prometheus.NewGoCollector(),
+		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,43 @@
+package metrics_test
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/zosfs/zosfs-agent/metrics"
+)
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(metrics.Handler(func() metrics.Snapshot {
+		return metrics.Snapshot{
+			FetchedBytes: map[string]int64{"hub": 1234, "peers": 56},
+			PeerBytes:    map[string]int64{"12D3KooWpeer": 56},
+			ServedBytes:  789, ServedBlocks: 3, Rejected: 1, CacheBytes: 1290, CacheBlocks: 4, Peers: 2, Mounts: 1,
+		}
+	}))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`zosfs_fetched_bytes_total{source="hub"} 1234`,
+		`zosfs_fetched_bytes_total{source="peers"} 56`,
+		`zosfs_peer_fetched_bytes_total{peer="12D3KooWpeer"} 56`,
+		`zosfs_served_bytes_total 789`,
+		`zosfs_served_blocks_total 3`,
+		`zosfs_rejected_blocks_total 1`,
+		`zosfs_cache_bytes 1290`,
+		`zosfs_peers 2`,
+		`zosfs_mounts 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
