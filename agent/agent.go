@@ -194,14 +194,19 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	defer stopAnnounce()
 	go d.announce.run(announceCtx, d.node, d.cache, d.log)
 
+	// Claim the socket first (it refuses to start beside a live daemon, whose mounts
+	// restore would otherwise clear), restore the mounts, then answer: a client sees a
+	// consistent state (the flists are local, so restoring is quick).
 	l, err := api.Listen(cfg.APISocket)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
+	defer os.Remove(cfg.APISocket)
+	d.mounts.restore(ctx)
+	defer d.mounts.closeAll()
 	srv := &http.Server{Handler: api.NewHandler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
-	defer os.Remove(cfg.APISocket)
 
 	if cfg.MetricsAddr != "" {
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -215,9 +220,6 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		defer msrv.Close()
 		d.log.Info("serving metrics", "addr", ml.Addr().String())
 	}
-
-	d.mounts.restore(ctx)
-	defer d.mounts.closeAll()
 
 	d.log.Info("daemon ready", "api", cfg.APISocket, "data", cfg.DataDir, "hubs", cfg.Hubs,
 		"peer_id", d.node.ID().String(), "addrs", d.node.Addrs())
