@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -107,4 +110,43 @@ func metricValue(exposition, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestPrivateNetwork: daemons sharing a PSK exchange blocks; a daemon without it cannot
+// join them, and so gets everything from the hub.
+func TestPrivateNetwork(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	flisttest.MakeTree(t, src, 22, flisttest.TreeOptions{})
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	psk := filepath.Join(t.TempDir(), "swarm.key")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(psk, []byte(fmt.Sprintf("/key/swarm/psk/1.0.0/\n/base16/\n%x\n", key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := runDaemon(t, "--hub", h.URL, "--psk", psk)
+	diffTrees(t, src, a.mountFlist(t, cid))
+	boot := a.bootstrapAddr(t)
+
+	member := runDaemon(t, "--hub", h.URL, "--psk", psk, "--bootstrap", boot)
+	member.waitPeers(t, 1)
+	diffTrees(t, src, member.mountFlist(t, cid))
+	if st := member.status(t); st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
+		t.Errorf("member: %d bytes from the hub, %d from peers; want all from peers", st.Fetched.Hub, st.Fetched.Peers)
+	}
+
+	outsider := runDaemon(t, "--hub", h.URL, "--bootstrap", boot)
+	time.Sleep(2 * time.Second) // time to try the bootstrap peer
+	diffTrees(t, src, outsider.mountFlist(t, cid))
+	st := outsider.status(t)
+	if len(st.Peers) != 0 || st.Fetched.Peers != 0 || st.Fetched.Hub == 0 {
+		t.Errorf("outsider: %d peers, %d bytes from peers, %d from the hub; want no peer, all from the hub", len(st.Peers), st.Fetched.Peers, st.Fetched.Hub)
+	}
+	if served := a.status(t).Served.Blocks; served == 0 {
+		t.Error("A served no block to the member")
+	}
 }
