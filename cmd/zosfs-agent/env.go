@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -25,4 +27,13 @@ func dataFlag(cmd *cobra.Command, dir *string) {
 		def = agent.DefaultDataDir
 	}
 	cmd.Flags().StringVar(dir, "data", def, "data `DIR`: cache, flists, state (env ZOSFS_DATA)")
+}
+
+// newLogger is the text logger on stderr at the --log-level given.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,9 +29,9 @@ without one the hub is read-only. It runs until interrupted (SIGINT, SIGTERM).`,
 			if dataDir == "" {
 				return fmt.Errorf("hub: --data DIR is required")
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			logger, err := newLogger(logLevel)
+			if err != nil {
+				return err
 			}
 			var token string
 			if tokenFile != "" {
@@ -42,7 +41,6 @@ without one the hub is read-only. It runs until interrupted (SIGINT, SIGTERM).`,
 				}
 			}
 			var blocks store.Store
-			var err error
 			if s3URL != "" {
 				if !strings.HasPrefix(s3URL, "s3://") && !strings.HasPrefix(s3URL, "s3s://") {
 					return fmt.Errorf("--s3 %q: want s3://key:secret@host:port/bucket", store.StripPassword(s3URL))
@@ -55,7 +53,6 @@ without one the hub is read-only. It runs until interrupted (SIGINT, SIGTERM).`,
 				return err
 			}
 			defer blocks.Close()
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			srv, err := hub.New(hub.Config{Dir: dataDir, Blocks: blocks, Listen: listen, Token: token, Logger: logger})
 			if err != nil {
 				return err
