@@ -84,7 +84,7 @@ const (
 	// few round trips to a neighbour at LAN speed.
 	DefaultPrefetch = 8
 
-	// DefaultPrefetchMemory bounds the decoded block bytes all open files of one mount
+	// DefaultPrefetchMemory bounds the decoded block bytes all files being read on one mount
 	// hold in their read-ahead windows; beyond it read-ahead pauses (reads still work).
 	DefaultPrefetchMemory = 256 << 20
 
@@ -138,7 +138,7 @@ type Config struct {
 	// Prefetch is the read-ahead window of a sequential reader, in blocks. 0 means
 	// DefaultPrefetch (8 = 4 MiB); negative disables read-ahead.
 	Prefetch int
-	// PrefetchMemory bounds, in bytes, the decoded blocks held by all open files of the
+	// PrefetchMemory bounds, in bytes, the decoded blocks held by all files being read on the
 	// mount; read-ahead pauses while it is reached. 0 means DefaultPrefetchMemory.
 	PrefetchMemory int64
 
@@ -181,8 +181,11 @@ type Mount struct {
 	runCtx   context.Context
 	lowerDir string
 
-	// prefetchBytes counts the decoded block bytes held by all open file handles.
+	// prefetchBytes counts the decoded block bytes held by all file readers.
 	prefetchBytes atomic.Int64
+	readers       readers
+	// noOpen: the kernel supports filesystems without OPEN (set once mounted).
+	noOpen atomic.Bool
 	// active counts the goroutines that use the flist or the block getter outside a
 	// FUSE request (block fetches, the statfs walk); Run waits for them before it
 	// returns, so that the caller may close both.
@@ -461,6 +464,7 @@ func (m *Mount) mountFUSE(root flist.Entry) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount: FUSE on %s: %w", m.lowerDir, err)
 	}
+	m.noOpen.Store(server.KernelSettings().Flags&fuse.CAP_NO_OPEN_SUPPORT != 0)
 	return server, nil
 }
 

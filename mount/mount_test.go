@@ -506,11 +506,17 @@ func TestSequentialPrefetch(t *testing.T) {
 	}
 }
 
-// TestPrefetchCancelledOnRelease: read-ahead runs on the open file's context, not the
-// request's, and closing the file cancels it.
-func TestPrefetchCancelledOnRelease(t *testing.T) {
+// TestPrefetchCancelledOnEviction: read-ahead runs on the file's reader, not on the
+// request, and ends when the reader is evicted: the kernel never says a file was closed
+// (no OPEN/RELEASE), so reading more than MaxIdleReaders other files evicts it.
+func TestPrefetchCancelledOnEviction(t *testing.T) {
 	requireFUSE(t)
 	dir, _ := bigTree(t, 20*flist.BlockSize)
+	for i := range mount.MaxIdleReaders + 1 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("small%02d", i)), []byte{byte(i)}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
 	blocks := fileBlocks(t, fl, "big")
@@ -540,15 +546,25 @@ func TestPrefetchCancelledOnRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // let read-ahead start
 	f.Close()
+	time.Sleep(200 * time.Millisecond) // let read-ahead start
+	select {
+	case e := <-endedCh:
+		t.Fatalf("read-ahead of block %d ended (%v) before the reader was evicted", e.idx, e.err)
+	default:
+	}
+	for i := range mount.MaxIdleReaders + 1 {
+		if _, err := os.ReadFile(filepath.Join(m.Mountpoint(), fmt.Sprintf("small%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	select {
 	case e := <-endedCh:
 		if !errors.Is(e.err, context.Canceled) {
 			t.Errorf("read-ahead of block %d ended with %v, want context.Canceled", e.idx, e.err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("read-ahead still running 10s after the file was closed")
+		t.Fatal("read-ahead still running 10s after the reader should have been evicted")
 	}
 }
 
@@ -722,7 +738,7 @@ func TestCorruptFlist(t *testing.T) {
 	}
 }
 
-// TestCorruptBlockCount: a file with fewer blocks than its size needs cannot be opened.
+// TestCorruptBlockCount: a file with fewer blocks than its size needs cannot be read.
 func TestCorruptBlockCount(t *testing.T) {
 	requireFUSE(t)
 	dir, _ := bigTree(t, 3*flist.BlockSize)
@@ -740,8 +756,8 @@ func TestCorruptBlockCount(t *testing.T) {
 		return nil, nil
 	}}
 	m := startMount(t, mount.Config{Flist: bad, Blocks: s})
-	if _, err := os.Open(filepath.Join(m.Mountpoint(), "big")); !errors.Is(err, syscall.EIO) {
-		t.Errorf("opening a file short of blocks: %v, want EIO", err)
+	if _, err := os.ReadFile(filepath.Join(m.Mountpoint(), "big")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("reading a file short of blocks: %v, want EIO", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/zosfs/zosfs-agent/flist"
@@ -17,26 +16,26 @@ import (
 // Read-ahead heuristics.
 const (
 	// seqSlack: a read that starts within this many bytes of where the furthest read of
-	// the file handle so far ended continues a sequential run. The kernel sends the
+	// the file so far ended continues a sequential run. The kernel sends the
 	// pieces of a large read (and its own read-ahead) concurrently, so they may arrive
 	// slightly out of order; 2 MiB covers two maximal requests.
 	seqSlack = 2 * maxRead
 
 	// seqTrigger is how many reads in a row must be sequential (the first read of a
-	// handle counts if it starts at offset 0) before read-ahead starts. A lone read, or
+	// file counts if it starts at offset 0) before read-ahead starts. A lone read, or
 	// reads hopping around, never trigger it.
 	seqTrigger = 2
 
-	// keptBehind is how many blocks before the current read a handle keeps decoded:
+	// keptBehind is how many blocks before the current read a reader keeps decoded:
 	// pieces of the previous block may still arrive late from the kernel.
 	keptBehind = 1
 
-	// keptExtra is how many decoded blocks a handle keeps beyond its read-ahead window
+	// keptExtra is how many decoded blocks a reader keeps beyond its read-ahead window
 	// and the blocks of the reads in progress (random readers re-reading nearby).
 	keptExtra = 2
 
 	// failMemory: for this long after a read of a block failed with EIO, reads of that
-	// block through the same open file fail at once, without a new fetch. The kernel
+	// block of the same file fail at once, without a new fetch. The kernel
 	// retries a failed read-ahead immediately with a read of its own; without this, a
 	// reader would wait twice ReadTimeout for its EIO.
 	failMemory = time.Second
@@ -52,10 +51,19 @@ var errMountStopping = errors.New("the mount is stopping")
 // errBlockLength: the block getter returned a block whose length does not fit the file.
 var errBlockLength = fmt.Errorf("%w: block of unexpected length", flist.ErrBlockCorrupt)
 
-// handle is one open file. It fetches the blocks reads need, shares them between the
-// concurrent requests the kernel sends for one read, and reads ahead for sequential
-// readers. Its fetches end when the file is released or the mount stops.
-type handle struct {
+// maxIdleReaders bounds how many files keep their read state (decoded blocks, read-ahead
+// in flight) while no read of theirs is in progress. The filesystem answers OPEN with
+// ENOSYS (see node.Open), so the kernel never says when a file is closed: a file's read
+// state lives until it is the least recently used of more than maxIdleReaders idle ones.
+// An idle reader holds at most keptBehind+keptExtra+1 blocks plus its read-ahead, which
+// PrefetchMemory caps for the whole mount.
+const maxIdleReaders = 16
+
+// fileReader is the read state of one file, shared by everyone reading it. It fetches the
+// blocks reads need, shares them between the concurrent requests the kernel sends for one
+// read, and reads ahead for sequential readers. Its fetches end when it is evicted
+// (readers) or the mount stops.
+type fileReader struct {
 	m      *Mount
 	e      flist.Entry
 	blocks []flist.Block // exactly the blocks e.Size needs
@@ -70,6 +78,67 @@ type handle struct {
 	inflight int                 // read-ahead fetches in flight
 	failed   map[int64]time.Time // blocks whose read failed with EIO, and when
 	released bool
+
+	// Guarded by the mount's readers.mu.
+	users   int    // reads in progress
+	lastUse uint64 // readers.clock at its last read
+}
+
+// readers holds the mount's fileReaders by inode number.
+type readers struct {
+	mu    sync.Mutex
+	byIno map[uint64]*fileReader
+	clock uint64
+}
+
+// acquire returns the reader of file n, creating it on first use, and counts a read in
+// progress: a reader is never evicted during a read. Call release when the read is done.
+func (m *Mount) acquireReader(ctx context.Context, n *node) (*fileReader, error) {
+	blocks, err := n.fileBlocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := &m.readers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.byIno[n.e.Ino]
+	if r == nil {
+		r = m.newReader(n.e, blocks)
+		if t.byIno == nil {
+			t.byIno = map[uint64]*fileReader{}
+		}
+		t.byIno[n.e.Ino] = r
+	}
+	r.users++
+	t.clock++
+	r.lastUse = t.clock
+	t.evictLocked()
+	return r, nil
+}
+
+// releaseReader ends a read begun with acquireReader.
+func (m *Mount) releaseReader(r *fileReader) {
+	m.readers.mu.Lock()
+	r.users--
+	m.readers.mu.Unlock()
+}
+
+// evictLocked drops the least recently used idle readers while there are more than
+// maxIdleReaders readers. t.mu is held.
+func (t *readers) evictLocked() {
+	for len(t.byIno) > maxIdleReaders {
+		var victim *fileReader
+		for _, r := range t.byIno {
+			if r.users == 0 && (victim == nil || r.lastUse < victim.lastUse) {
+				victim = r
+			}
+		}
+		if victim == nil {
+			return // every reader is reading
+		}
+		delete(t.byIno, victim.e.Ino)
+		victim.stop()
+	}
 }
 
 // fetch is one block being fetched, or fetched.
@@ -82,25 +151,20 @@ type fetch struct {
 	err     error
 }
 
-var (
-	_ fs.FileReader   = (*handle)(nil)
-	_ fs.FileReleaser = (*handle)(nil)
-)
-
-func (m *Mount) newHandle(e flist.Entry, blocks []flist.Block) *handle {
+func (m *Mount) newReader(e flist.Entry, blocks []flist.Block) *fileReader {
 	ctx, cancel := context.WithCancel(m.runCtx)
-	return &handle{m: m, e: e, blocks: blocks, ctx: ctx, cancel: cancel, cache: map[int64]*fetch{}}
+	return &fileReader{m: m, e: e, blocks: blocks, ctx: ctx, cancel: cancel, cache: map[int64]*fetch{}}
 }
 
 // blockLen is the plain length block idx must have: BlockSize but for the last one.
-func (h *handle) blockLen(idx int64) int64 {
+func (h *fileReader) blockLen(idx int64) int64 {
 	return min(int64(flist.BlockSize), int64(h.e.Size)-idx*flist.BlockSize)
 }
 
-// Read implements fs.FileReader. It fetches the blocks [off, off+len(dest)) touches (and
-// starts read-ahead if the handle reads sequentially), waits for them at most
+// Read fetches the blocks [off, off+len(dest)) touches (and
+// starts read-ahead if the file is read sequentially), waits for them at most
 // Config.ReadTimeout, and copies their bytes into dest.
-func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (h *fileReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	size := int64(h.e.Size)
 	if off < 0 {
 		return nil, syscall.EINVAL
@@ -174,7 +238,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // readFailed turns the failure of a read into its errno (through toErrno), and logs it:
 // EINTR if the kernel interrupted the request, EIO for everything else — a deadline, a
 // block "not found" anywhere, a cancellation that was not this request's own.
-func (h *handle) readFailed(ctx, rctx context.Context, idx int64, err error) syscall.Errno {
+func (h *fileReader) readFailed(ctx, rctx context.Context, idx int64, err error) syscall.Errno {
 	switch {
 	case ctx.Err() != nil:
 		// The kernel interrupted the request: the reader got a signal.
@@ -194,7 +258,7 @@ func (h *handle) readFailed(ctx, rctx context.Context, idx int64, err error) sys
 // wait waits for f's block, bounded by ctx. A fetch that failed for a reason that is
 // not this read's (a read-ahead, another reader's request that was interrupted) is
 // retried on this read's own context.
-func (h *handle) wait(ctx context.Context, f *fetch) ([]byte, error) {
+func (h *fileReader) wait(ctx context.Context, f *fetch) ([]byte, error) {
 	for try := 0; ; try++ {
 		select {
 		case <-f.done:
@@ -226,7 +290,7 @@ func (h *handle) wait(ctx context.Context, f *fetch) ([]byte, error) {
 // startLocked starts fetching block idx on ctx (bounded by ReadTimeout) and enters it in
 // the cache. A failed fetch removes itself from the cache, so that a later read tries
 // again. h.mu is held.
-func (h *handle) startLocked(ctx context.Context, idx int64, ahead bool) *fetch {
+func (h *fileReader) startLocked(ctx context.Context, idx int64, ahead bool) *fetch {
 	f := &fetch{idx: idx, ahead: ahead, done: make(chan struct{}), charged: h.blockLen(idx)}
 	h.m.prefetchBytes.Add(f.charged)
 	if old := h.cache[idx]; old != nil {
@@ -269,7 +333,7 @@ func (h *handle) startLocked(ctx context.Context, idx int64, ahead bool) *fetch 
 }
 
 // dropLocked removes f from the cache (if it is there) and releases its charge.
-func (h *handle) dropLocked(f *fetch) {
+func (h *fileReader) dropLocked(f *fetch) {
 	if h.cache[f.idx] == f {
 		delete(h.cache, f.idx)
 	}
@@ -282,7 +346,7 @@ func (h *handle) dropLocked(f *fetch) {
 // trackLocked updates the access pattern with a read of [off, end) touching blocks
 // first..last, starts read-ahead when the pattern is sequential, and trims the cache.
 // h.mu is held.
-func (h *handle) trackLocked(off, end, first, last int64) {
+func (h *fileReader) trackLocked(off, end, first, last int64) {
 	var seq bool
 	if h.reads == 0 {
 		seq = off == 0
@@ -341,8 +405,8 @@ func distance(idx, first, last int64) int64 {
 	return idx - last
 }
 
-// Release implements fs.FileReleaser: the handle's fetches stop and its blocks are freed.
-func (h *handle) Release(ctx context.Context) syscall.Errno {
+// stop ends the reader: its fetches stop and its blocks are freed.
+func (h *fileReader) stop() {
 	h.cancel()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -350,9 +414,4 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	for _, f := range h.cache {
 		h.dropLocked(f)
 	}
-	return 0
 }
-
-// Flush answers ENOSYS: nothing is ever written, and the kernel, told once, stops sending
-// FLUSH on every close — one synchronous round trip less per file read.
-func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
