@@ -54,6 +54,8 @@ type Config struct {
 	// HubRate bounds the bytes per second fetched from hubs and stores (the thin
 	// uplink); 0 means no bound.
 	HubRate int64
+	// ServeRate bounds the bytes per second served to neighbours; 0 means no bound.
+	ServeRate int64
 	// PeerTimeout bounds the attempt to get a block from neighbours before the hubs are
 	// asked. Default 3s.
 	PeerTimeout time.Duration
@@ -107,6 +109,7 @@ type Daemon struct {
 	node     *p2p.Node
 	announce *announcer
 	fetched  FetchStats
+	lookup   metrics.Latency
 }
 
 // New checks the configuration and returns a daemon that has not started.
@@ -135,6 +138,9 @@ func New(cfg Config) (*Daemon, error) {
 		PSK:       psk,
 		NoMDNS:    cfg.NoMDNS,
 		Blocks:    servedCache{d},
+		Fetch:     d.fetchForPeer,
+		Busy:      d.busy,
+		ServeRate: cfg.ServeRate,
 		Logger:    cfg.Logger,
 	})
 	if err != nil {
@@ -180,6 +186,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.resolver = NewResolver(d.cache, remote, cfg.FetchTimeout, &d.fetched, d.log)
 	d.resolver.peers = d.node
 	d.resolver.peerTimeout = cfg.PeerTimeout
+	d.resolver.latency = &d.lookup
 	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient,
 		peers: d.node, added: d.announce.add}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
@@ -274,6 +281,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, Rejected: ns.Rejected,
 		CacheBytes: cs.Bytes, CacheBlocks: cs.Blocks, CacheMax: cs.Max,
 		Peers: len(d.node.Peers()), Mounts: len(d.mounts.list()),
+		Lookup: d.lookup.Snapshot(),
 	}
 }
 
@@ -319,6 +327,17 @@ func isNotFound(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) ||
 		errors.Is(err, cache.ErrNotFound) || errors.Is(err, p2p.ErrNotFound)
 }
+
+// fetchForPeer and busy are the p2p node's hooks into the resolver (p2p.Config's Fetch
+// and Busy). The node is made before Run makes the resolver, and serves only once it is.
+func (d *Daemon) fetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
+	if d.resolver == nil {
+		return nil, errors.New("daemon starting")
+	}
+	return d.resolver.FetchForPeer(ctx, id)
+}
+
+func (d *Daemon) busy() bool { return d.resolver != nil && d.resolver.Busy() }
 
 // servedCache is what the p2p node serves to neighbours: the cached blocks, and the
 // flists small enough to be one block, under their CID's digest. It reaches the cache

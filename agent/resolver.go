@@ -10,7 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/metrics"
 )
 
 // Source gives the stored (encrypted) bytes of a block by id. The cache, the hub client,
@@ -31,6 +33,16 @@ func (f SourceFunc) Get(ctx context.Context, id []byte) ([]byte, error) { return
 type BlockCache interface {
 	Source
 	PutVerified(ctx context.Context, id, data []byte) error
+}
+
+// Neighbours is the site's peer network as the resolver uses it (the p2p node). Get asks
+// the neighbours that have a block; Fetcher names the block's designated fetcher of the
+// first wave (ok = false when it is this node) and FetchVia asks it, which makes it
+// fetch the block if it lacks it. Their blocks arrive verified.
+type Neighbours interface {
+	Get(ctx context.Context, id []byte) ([]byte, error)
+	Fetcher(id []byte) (peer.ID, bool)
+	FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error)
 }
 
 // selfVerifying marks a Source whose blocks are verified against their ids before they
@@ -57,14 +69,15 @@ type FetchStats struct {
 }
 
 // Resolver answers block reads in order: decoded LRU, local cache, one shared in-flight
-// fetch per block, then the remote sources (hubs, the flist's routes), each try bounded
-// by a deadline, with retries and backoff. Every block from outside is verified against
-// its id before it is cached or used.
+// fetch per block, the neighbours that have it, the block's designated fetcher (the
+// first wave: see p2p.Node.Fetcher), then the remote sources (hubs, the flist's routes),
+// each try bounded by a deadline, with retries and backoff. Every block from outside is
+// verified against its id before it is cached or used.
 type Resolver struct {
 	cache BlockCache
-	// peers, if set, is asked before the remote sources, for at most peerTimeout: the
-	// site's neighbours, whose blocks arrive already verified.
-	peers       Source
+	// peers, if set, is asked before the remote sources: its Get for at most
+	// peerTimeout, then the block's designated fetcher for at most timeout.
+	peers       Neighbours
 	peerTimeout time.Duration
 	remote      []Source // tried in random order, falling back to the next
 	timeout     time.Duration
@@ -72,6 +85,10 @@ type Resolver struct {
 	log         *slog.Logger
 	decoded     *lru
 	inflight    singleflight
+	// waiting counts the node's own reads waiting for a block from outside (Busy).
+	waiting atomic.Int64
+	// latency, if set, records how long each fetch from outside took, by source.
+	latency *metrics.Latency
 }
 
 // NewResolver returns a resolver over cache and the global remote sources (hubs).
@@ -91,27 +108,88 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 		r.stats.Cache.Add(int64(len(data)))
 		return data, nil
 	}
+	r.waiting.Add(1)
+	defer r.waiting.Add(-1)
 	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
-		if data, err := r.cache.Get(ctx, id); err == nil { // filled while we waited
-			return data, nil
+		return r.fetchMissing(ctx, id, extra, true)
+	})
+}
+
+// Busy reports whether the node's own reads are waiting for blocks from outside: the
+// p2p node then serves its neighbours behind them.
+func (r *Resolver) Busy() bool { return r.waiting.Load() > 0 }
+
+// FetchForPeer gets block id for a neighbour that asked this node as the block's
+// designated fetcher (p2p.Config.Fetch): like Fetch, sharing the fetch with the node's
+// own reads of the block, but never passing the request on to another designated fetcher
+// (so requests cannot go round in circles), and only when this node, too, sees itself as
+// the fetcher and has hubs of its own: otherwise the neighbour goes to its hub itself.
+func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
+	if data, err := r.cache.Get(ctx, id); err == nil {
+		return data, nil
+	}
+	if r.peers != nil {
+		if p, ok := r.peers.Fetcher(id); ok {
+			return nil, fmt.Errorf("block %x: %w: its designated fetcher is %s", id, errNotFetcher, p)
 		}
-		if data, err := r.fetchPeers(ctx, id); err == nil {
-			r.stats.Peers.Add(int64(len(data)))
-			if err := r.cache.PutVerified(ctx, id, data); err != nil {
-				r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
-			}
-			return data, nil
-		}
-		data, err := r.fetchRemote(ctx, id, extra)
-		if err != nil {
+	}
+	if len(r.remote) == 0 {
+		return nil, fmt.Errorf("block %x: %w: no hub", id, errNotFetcher)
+	}
+	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+		return r.fetchMissing(ctx, id, nil, false)
+	})
+}
+
+var errNotFetcher = errors.New("not fetching for a neighbour")
+
+// fetchMissing is the fetch shared by the readers of a block missing from the cache:
+// the neighbours that have it, then (for the node's own reads) the block's designated
+// fetcher, then the remote sources. What it gets is cached.
+func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, own bool) ([]byte, error) {
+	if data, err := r.cache.Get(ctx, id); err == nil { // filled while we waited
+		return data, nil
+	}
+	start := time.Now()
+	data, err := r.fetchPeers(ctx, id)
+	source := "peers"
+	if err != nil && own {
+		data, err = r.fetchVia(ctx, id)
+		source = "fetcher"
+	}
+	if err == nil {
+		r.stats.Peers.Add(int64(len(data)))
+	} else {
+		if data, err = r.fetchRemote(ctx, id, extra); err != nil {
 			return nil, err
 		}
+		source = "hub"
 		r.stats.Hub.Add(int64(len(data)))
-		if err := r.cache.PutVerified(ctx, id, data); err != nil {
-			r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
-		}
-		return data, nil
-	})
+	}
+	r.latency.Observe(source, time.Since(start))
+	if err := r.cache.PutVerified(ctx, id, data); err != nil {
+		r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
+	}
+	return data, nil
+}
+
+// fetchVia asks the block's designated fetcher, if that is a neighbour, bounded by the
+// remote fetch timeout (the fetcher may have to get the block from its hub first).
+func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
+	if r.peers == nil {
+		return nil, errNoPeers
+	}
+	p, ok := r.peers.Fetcher(id)
+	if !ok {
+		return nil, errNotFetcher
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	data, err := r.peers.FetchVia(ctx, p, id)
+	if err != nil {
+		r.log.Debug("the designated fetcher did not give the block", "id", hexID(id), "peer", p, "err", err)
+	}
+	return data, err
 }
 
 // fetchPeers asks the neighbours, bounded by peerTimeout so that a block no neighbour

@@ -24,6 +24,9 @@ type Snapshot struct {
 	CacheMax     int64 // 0: no bound
 	Peers        int   // connected neighbours
 	Mounts       int
+	// Lookup is how long blocks missing from the cache took to arrive, by the source
+	// that delivered them (peers, fetcher, hub).
+	Lookup map[string]Histogram
 }
 
 var (
@@ -37,6 +40,7 @@ var (
 	descCacheMax     = prometheus.NewDesc("zosfs_cache_max_bytes", "Bound on the block cache (0: none).", nil, nil)
 	descPeers        = prometheus.NewDesc("zosfs_peers", "Connected neighbours.", nil, nil)
 	descMounts       = prometheus.NewDesc("zosfs_mounts", "Flists mounted.", nil, nil)
+	descLookup       = prometheus.NewDesc("zosfs_lookup_seconds", "Time for a block missing from the cache to arrive, by the source that delivered it (peers, fetcher: the block's designated fetcher of the first wave, hub).", []string{"source"}, nil)
 )
 
 // collector turns a snapshot into metrics at each scrape.
@@ -44,7 +48,7 @@ type collector struct{ snapshot func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks,
-		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts} {
+		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descLookup} {
 		ch <- d
 	}
 }
@@ -65,6 +69,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCacheMax, prometheus.GaugeValue, float64(s.CacheMax))
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(s.Peers))
 	ch <- prometheus.MustNewConstMetric(descMounts, prometheus.GaugeValue, float64(s.Mounts))
+	for src, h := range s.Lookup {
+		buckets := make(map[float64]uint64, len(latencyBuckets))
+		var cum uint64
+		for i, b := range latencyBuckets {
+			if i < len(h.Counts) {
+				cum += h.Counts[i]
+			}
+			buckets[b] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(descLookup, h.Count, h.Sum, buckets, src)
+	}
 }
 
 // Handler serves the metrics of snapshot, plus the Go runtime's and the process's, at

@@ -5,16 +5,22 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zosfs/zosfs-agent/metrics"
 )
 
 func TestHandler(t *testing.T) {
+	var lookup metrics.Latency
+	lookup.Observe("hub", 3*time.Millisecond)
+	lookup.Observe("hub", 2*time.Second)
+	lookup.Observe("peers", 200*time.Microsecond)
 	srv := httptest.NewServer(metrics.Handler(func() metrics.Snapshot {
 		return metrics.Snapshot{
 			FetchedBytes: map[string]int64{"hub": 1234, "peers": 56},
 			PeerBytes:    map[string]int64{"12D3KooWpeer": 56},
 			ServedBytes:  789, ServedBlocks: 3, Rejected: 1, CacheBytes: 1290, CacheBlocks: 4, Peers: 2, Mounts: 1,
+			Lookup: lookup.Snapshot(),
 		}
 	}))
 	defer srv.Close()
@@ -34,6 +40,12 @@ func TestHandler(t *testing.T) {
 		`zosfs_cache_bytes 1290`,
 		`zosfs_peers 2`,
 		`zosfs_mounts 1`,
+		`zosfs_lookup_seconds_bucket{source="hub",le="0.0025"} 0`,
+		`zosfs_lookup_seconds_bucket{source="hub",le="0.005"} 1`,
+		`zosfs_lookup_seconds_bucket{source="hub",le="2.5"} 2`,
+		`zosfs_lookup_seconds_count{source="hub"} 2`,
+		`zosfs_lookup_seconds_sum{source="hub"} 2.003`,
+		`zosfs_lookup_seconds_bucket{source="peers",le="0.001"} 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(body), want) {

@@ -21,6 +21,18 @@ import (
 // and the error wraps flist.ErrBlockCorrupt. ctx bounds the call; a stream that dies
 // fails every call waiting on it, and the next call opens a new one.
 func (n *Node) Fetch(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+	return n.fetch(ctx, p, id, 0)
+}
+
+// FetchVia asks peer p, as block id's designated fetcher (see Fetcher), for the block:
+// p answers from its store or, lacking it, fetches it first (from its neighbours or
+// its hub) and then answers. Otherwise it is Fetch: verified, a wrong block bans p, ctx
+// bounds the call — which, this time, includes p's own fetch.
+func (n *Node) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+	return n.fetch(ctx, p, id, flagFetch)
+}
+
+func (n *Node) fetch(ctx context.Context, p peer.ID, id []byte, flags byte) ([]byte, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -37,7 +49,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, id []byte) ([]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", hexID(id), p, err)
 	}
-	status, data, err := s.roundTrip(ctx, id)
+	status, data, err := s.roundTrip(ctx, id, flags)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", hexID(id), p, err)
 	}
@@ -208,8 +220,8 @@ func (s *session) end(err error) {
 	})
 }
 
-// roundTrip sends a request for id and waits for its response.
-func (s *session) roundTrip(ctx context.Context, id []byte) (byte, []byte, error) {
+// roundTrip sends a request for id, with flags, and waits for its response.
+func (s *session) roundTrip(ctx context.Context, id []byte, flags byte) (byte, []byte, error) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -237,7 +249,7 @@ func (s *session) roundTrip(ctx context.Context, id []byte) (byte, []byte, error
 		s.mu.Unlock()
 	}
 	select {
-	case s.reqs <- appendRequest(nil, reqID, id):
+	case s.reqs <- appendRequest(nil, reqID, id, flags):
 	case <-ctx.Done():
 		forget()
 		return 0, nil, ctx.Err()

@@ -23,6 +23,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/zosfs/zosfs-agent/flist"
+	"golang.org/x/time/rate"
 )
 
 // Protocol names.
@@ -115,6 +117,19 @@ type Config struct {
 	HedgeDelay time.Duration
 	// BanDuration is how long a misbehaving peer stays banned; 0 means DefaultBanDuration.
 	BanDuration time.Duration
+	// Fetch gets a block this node lacks when a peer asks for it with this node as the
+	// block's designated fetcher (FetchVia, the first wave); nil answers such requests
+	// "not found". It must return verified stored bytes (the agent's resolver: cache,
+	// neighbours, hub, shared with the node's own reads of the block).
+	Fetch func(ctx context.Context, id []byte) ([]byte, error)
+	// ServeRate bounds the bytes per second of blocks served to peers, all peers
+	// together; 0 means no bound.
+	ServeRate int64
+	// Busy reports whether the node's own reads are waiting for blocks. While it does,
+	// at most serveWhileBusy blocks are read for peers at a time, so that the node's own
+	// reads go first (the disk and the CPU that verifies blocks are shared). nil means
+	// never busy.
+	Busy func() bool
 	// Logger receives the node's logs, tagged component=p2p; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -149,7 +164,9 @@ type Node struct {
 	sessions map[peer.ID]*session
 	opening  map[peer.ID]*opening
 
-	serveMem chan struct{} // bounds the blocks held in memory for serving, all peers
+	serveMem   chan struct{} // bounds the blocks held in memory for serving, all peers
+	serveBusy  chan struct{} // bounds the blocks read for peers while Busy
+	serveLimit *rate.Limiter // Config.ServeRate; nil without one
 }
 
 // New checks cfg, loads (or creates) the node's identity and returns a node that has not
@@ -168,12 +185,17 @@ func New(cfg Config) (*Node, error) {
 		cfg.BanDuration = DefaultBanDuration
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "p2p"),
-		bans:     newBanList(cfg.BanDuration),
-		sessions: map[peer.ID]*session{},
-		opening:  map[peer.ID]*opening{},
-		serveMem: make(chan struct{}, serveMemBlocks),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "p2p"),
+		bans:      newBanList(cfg.BanDuration),
+		sessions:  map[peer.ID]*session{},
+		opening:   map[peer.ID]*opening{},
+		serveMem:  make(chan struct{}, serveMemBlocks),
+		serveBusy: make(chan struct{}, serveWhileBusy),
+	}
+	if cfg.ServeRate > 0 {
+		// Room for one block at a time: a block is written whole.
+		n.serveLimit = rate.NewLimiter(rate.Limit(cfg.ServeRate), flist.MaxBlockStored)
 	}
 	if len(cfg.PSK) > 0 {
 		psk, err := pnet.DecodeV1PSK(bytes.NewReader(cfg.PSK))

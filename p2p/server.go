@@ -22,6 +22,12 @@ const (
 	// serveMemBlocks bounds the blocks read from the store and not yet written, all
 	// streams together (64 × 512 KiB ≈ 32 MiB), whatever the number of peers.
 	serveMemBlocks = 64
+	// serveWhileBusy bounds the blocks read for peers at a time while the node's own
+	// reads wait for blocks (Config.Busy): serving goes on, slower, behind them.
+	serveWhileBusy = 4
+	// fetchThroughTimeout bounds the fetch of a block this node makes for a peer as the
+	// block's designated fetcher: a hub fetch with its retries.
+	fetchThroughTimeout = 60 * time.Second
 	// serveGetTimeout bounds one read of the block store.
 	serveGetTimeout = 10 * time.Second
 	// serveWriteTimeout bounds one response write: a peer that stops reading its stream
@@ -71,7 +77,7 @@ func (n *Node) serve(s network.Stream, p peer.ID) {
 	var readErr error
 read:
 	for {
-		reqID, id, err := readRequest(br)
+		reqID, id, flags, err := readRequest(br)
 		if err != nil {
 			readErr = err
 			break
@@ -82,7 +88,7 @@ read:
 			readErr = ctx.Err()
 			break read
 		}
-		workers.Go(func() { out <- n.serveOne(ctx, reqID, id) })
+		workers.Go(func() { out <- n.serveOne(ctx, reqID, id, flags) })
 	}
 	workers.Wait()
 	close(out)
@@ -98,41 +104,79 @@ read:
 	}
 }
 
-// serveOne answers one request from the block store.
-func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte) response {
+// serveOne answers one request from the block store, or through Config.Fetch when the
+// request asks this node, as the block's designated fetcher, to fetch it.
+func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte) response {
 	notFound := response{reqID: reqID, status: statusNotFound}
 	if n.cfg.Blocks == nil {
 		return notFound
 	}
-	ctx, cancel := context.WithTimeout(ctx, serveGetTimeout)
+	getCtx, cancel := context.WithTimeout(ctx, serveGetTimeout)
 	defer cancel()
 	// failed answers a request the node could not serve for a reason of its own (shutting
 	// down, store too slow): an error, not "not found", which would be a lie.
-	failed := func() response {
+	failed := func(ctx context.Context) response {
 		return response{reqID: reqID, status: statusError, data: []byte("not served: " + ctx.Err().Error())}
 	}
-	has, err := n.cfg.Blocks.Has(ctx, id)
-	if ctx.Err() != nil {
-		return failed()
+	has, err := n.cfg.Blocks.Has(getCtx, id)
+	if getCtx.Err() != nil {
+		return failed(getCtx)
+	}
+	if err == nil && !has && flags&flagFetch != 0 && n.cfg.Fetch != nil {
+		return n.serveFetched(ctx, reqID, id)
 	}
 	if err != nil || !has {
 		return notFound
 	}
+	ctx = getCtx
 	select {
 	case n.serveMem <- struct{}{}:
 	case <-ctx.Done():
-		return failed()
+		return failed(ctx)
+	}
+	if n.cfg.Busy != nil && n.cfg.Busy() {
+		select {
+		case n.serveBusy <- struct{}{}:
+			defer func() { <-n.serveBusy }()
+		case <-ctx.Done():
+			<-n.serveMem
+			return failed(ctx)
+		}
 	}
 	data, err := n.cfg.Blocks.Get(ctx, id)
 	if err != nil || len(data) > flist.MaxBlockStored {
 		<-n.serveMem
 		if ctx.Err() != nil {
-			return failed()
+			return failed(ctx)
 		}
 		// Gone since Has (evicted), or unreadable: to the peer it is all "not here".
 		n.log.Debug("serving a block failed", "id", hexID(id), "err", err, "size", len(data))
 		return notFound
 	}
+	return response{reqID: reqID, status: statusOK, data: data, mem: true}
+}
+
+// serveFetched answers a request to this node as the block's designated fetcher, for a
+// block it lacks: Config.Fetch gets it (shared with the node's own reads of it), bounded
+// by fetchThroughTimeout. The requester waits; it falls back to its hub on an error.
+func (n *Node) serveFetched(ctx context.Context, reqID uint64, id []byte) response {
+	ctx, cancel := context.WithTimeout(ctx, fetchThroughTimeout)
+	defer cancel()
+	data, err := n.cfg.Fetch(ctx, id)
+	if err != nil || len(data) > flist.MaxBlockStored {
+		n.log.Debug("fetching a block for a peer failed", "id", hexID(id), "err", err, "size", len(data))
+		msg := "fetch failed"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return response{reqID: reqID, status: statusError, data: []byte(msg[:min(len(msg), maxErrorMessage)])}
+	}
+	select {
+	case n.serveMem <- struct{}{}:
+	case <-ctx.Done():
+		return response{reqID: reqID, status: statusError, data: []byte("not served: " + ctx.Err().Error())}
+	}
+	n.stats.fetchedFor.Add(1)
 	return response{reqID: reqID, status: statusOK, data: data, mem: true}
 }
 
@@ -144,6 +188,17 @@ func (n *Node) writeResponses(s network.Stream, out <-chan response, slots <-cha
 	var err error
 	var hdr []byte
 	for r := range out {
+		if err == nil {
+			if n.serveLimit != nil && len(r.data) > 0 {
+				// Send what is buffered before waiting for the rate.
+				if err = bw.Flush(); err == nil {
+					err = n.serveLimit.WaitN(n.ctx, len(r.data))
+				}
+				if err != nil {
+					s.Reset()
+				}
+			}
+		}
 		if err == nil {
 			s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
 			hdr = appendResponseHeader(hdr[:0], r.reqID, r.status, len(r.data))

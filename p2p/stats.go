@@ -12,6 +12,9 @@ import (
 type Stats struct {
 	ServedBlocks int64 // blocks sent to peers
 	ServedBytes  int64 // bytes of the blocks sent to peers
+	// FetchedFor counts the blocks this node fetched for a peer, as their designated
+	// fetcher (served too, so also in ServedBlocks).
+	FetchedFor int64
 	// FetchedBlocks and FetchedBytes count the verified blocks obtained from peers.
 	FetchedBlocks int64
 	FetchedBytes  int64
@@ -30,6 +33,7 @@ type counters struct {
 	servedBlocks, servedBytes   atomic.Int64
 	fetchedBlocks, fetchedBytes atomic.Int64
 	rejected, protocolErrors    atomic.Int64
+	fetchedFor                  atomic.Int64
 
 	mu     sync.Mutex
 	byPeer map[peer.ID]int64
@@ -58,6 +62,7 @@ func (n *Node) Stats() Stats {
 	return Stats{
 		ServedBlocks:       c.servedBlocks.Load(),
 		ServedBytes:        c.servedBytes.Load(),
+		FetchedFor:         c.fetchedFor.Load(),
 		FetchedBlocks:      c.fetchedBlocks.Load(),
 		FetchedBytes:       c.fetchedBytes.Load(),
 		FetchedBytesByPeer: byPeer,

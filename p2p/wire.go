@@ -16,7 +16,9 @@ import (
 // The client opens one stream per peer and writes request frames:
 //
 //	request  = len(body) body
-//	body     = reqID blockID              blockID: 16 or 32 bytes, the rest of the body
+//	body     = reqID blockID [flags]      blockID: 16 or 32 bytes; flags: one byte, absent = 0
+//	flags    = bit 0 (flagFetch): "you are this block's designated fetcher: if you lack
+//	           it, fetch it (from your neighbours or your hub) and answer with it"
 //
 // The server answers each request with one response frame, in any order (it serves a few
 // requests of a stream concurrently and answers in completion order; the client matches
@@ -39,10 +41,20 @@ const (
 	statusError    = 2
 )
 
+// Request flags.
+const (
+	// flagFetch asks the server to fetch a block it lacks instead of answering "not
+	// found" (the first wave's fetch-through, see Node.Fetcher).
+	flagFetch = 1 << 0
+	// knownFlags are the flags this version understands; others are a protocol error.
+	knownFlags = flagFetch
+)
+
 // Wire bounds.
 const (
-	// maxRequestBody bounds a request's body: a 10-byte request id and a 32-byte block id.
-	maxRequestBody = binary.MaxVarintLen64 + 32
+	// maxRequestBody bounds a request's body: a 10-byte request id, a 32-byte block id
+	// and the flags.
+	maxRequestBody = binary.MaxVarintLen64 + 32 + 1
 	// maxErrorMessage bounds the message of an error response.
 	maxErrorMessage = 256
 	// maxRequestFrame bounds the bytes of one encoded request frame.
@@ -54,36 +66,51 @@ const (
 // errProtocol marks violations of the wire format by the peer (as opposed to I/O errors).
 var errProtocol = errors.New("block protocol violation")
 
-// appendRequest appends the frame of request reqID for block id to buf.
-func appendRequest(buf []byte, reqID uint64, id []byte) []byte {
-	buf = binary.AppendUvarint(buf, uint64(uvarintLen(reqID)+len(id)))
+// appendRequest appends the frame of request reqID for block id, with flags, to buf.
+func appendRequest(buf []byte, reqID uint64, id []byte, flags byte) []byte {
+	n := uvarintLen(reqID) + len(id)
+	if flags != 0 {
+		n++
+	}
+	buf = binary.AppendUvarint(buf, uint64(n))
 	buf = binary.AppendUvarint(buf, reqID)
-	return append(buf, id...)
+	buf = append(buf, id...)
+	if flags != 0 {
+		buf = append(buf, flags)
+	}
+	return buf
 }
 
 // readRequest reads one request frame. An I/O error (io.EOF at a frame boundary when the
 // client is done) is returned as is; a malformed frame wraps errProtocol.
-func readRequest(r *bufio.Reader) (reqID uint64, id []byte, err error) {
+func readRequest(r *bufio.Reader) (reqID uint64, id []byte, flags byte, err error) {
 	n, err := readUvarint(r, "request length")
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	if n == 0 || n > maxRequestBody {
-		return 0, nil, fmt.Errorf("%w: request of %d bytes", errProtocol, n)
+		return 0, nil, 0, fmt.Errorf("%w: request of %d bytes", errProtocol, n)
 	}
 	var body [maxRequestBody]byte
 	if _, err := io.ReadFull(r, body[:n]); err != nil {
-		return 0, nil, unexpectedEOF(err)
+		return 0, nil, 0, unexpectedEOF(err)
 	}
 	reqID, k := binary.Uvarint(body[:n])
 	if k <= 0 {
-		return 0, nil, fmt.Errorf("%w: bad request id", errProtocol)
+		return 0, nil, 0, fmt.Errorf("%w: bad request id", errProtocol)
 	}
 	id = body[k:n]
-	if len(id) != 16 && len(id) != 32 {
-		return 0, nil, fmt.Errorf("%w: block id of %d bytes", errProtocol, len(id))
+	switch len(id) {
+	case 16, 32:
+	case 17, 33: // the id and the flags
+		flags, id = id[len(id)-1], id[:len(id)-1]
+		if flags == 0 || flags&^knownFlags != 0 {
+			return 0, nil, 0, fmt.Errorf("%w: request flags %#x", errProtocol, flags)
+		}
+	default:
+		return 0, nil, 0, fmt.Errorf("%w: block id of %d bytes", errProtocol, len(id))
 	}
-	return reqID, append([]byte(nil), id...), nil
+	return reqID, append([]byte(nil), id...), flags, nil
 }
 
 // appendResponseHeader appends the header of a response to buf; the n bytes of data

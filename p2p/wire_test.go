@@ -13,13 +13,15 @@ import (
 func TestWireRoundTrip(t *testing.T) {
 	for _, id := range [][]byte{bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 16)} {
 		for _, reqID := range []uint64{1, 127, 128, 1 << 40, 1<<64 - 1} {
-			frame := appendRequest(nil, reqID, id)
-			if len(frame) > maxRequestFrame {
-				t.Fatalf("request frame of %d bytes, bound %d", len(frame), maxRequestFrame)
-			}
-			gotID, gotBlock, err := readRequest(bufio.NewReader(bytes.NewReader(frame)))
-			if err != nil || gotID != reqID || !bytes.Equal(gotBlock, id) {
-				t.Fatalf("request %d: got %d %x %v", reqID, gotID, gotBlock, err)
+			for _, flags := range []byte{0, flagFetch} {
+				frame := appendRequest(nil, reqID, id, flags)
+				if len(frame) > maxRequestFrame {
+					t.Fatalf("request frame of %d bytes, bound %d", len(frame), maxRequestFrame)
+				}
+				gotID, gotBlock, gotFlags, err := readRequest(bufio.NewReader(bytes.NewReader(frame)))
+				if err != nil || gotID != reqID || !bytes.Equal(gotBlock, id) || gotFlags != flags {
+					t.Fatalf("request %d flags %d: got %d %x %d %v", reqID, flags, gotID, gotBlock, gotFlags, err)
+				}
 			}
 			hdr := appendResponseHeader(nil, reqID, statusOK, flist.MaxBlockStored)
 			if len(hdr) > maxResponseHeader {
@@ -36,14 +38,14 @@ func TestWireRoundTrip(t *testing.T) {
 // FuzzReadRequest: any bytes give a request that encodes back to the same frame, a
 // protocol error, or an I/O error; never a panic or a large allocation.
 func FuzzReadRequest(f *testing.F) {
-	f.Add(appendRequest(nil, 1, bytes.Repeat([]byte{1}, 32)))
-	f.Add(appendRequest(nil, 300, bytes.Repeat([]byte{1}, 16)))
+	f.Add(appendRequest(nil, 1, bytes.Repeat([]byte{1}, 32), 0))
+	f.Add(appendRequest(nil, 300, bytes.Repeat([]byte{1}, 16), flagFetch))
 	f.Add([]byte{0})
 	f.Add(bytes.Repeat([]byte{0xff}, 12))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		for {
-			reqID, id, err := readRequest(r)
+			reqID, id, flags, err := readRequest(r)
 			if err != nil {
 				if !errors.Is(err, errProtocol) && err != io.EOF && err != io.ErrUnexpectedEOF {
 					t.Fatalf("unexpected error kind: %v", err)
@@ -53,10 +55,10 @@ func FuzzReadRequest(f *testing.F) {
 			if len(id) != 16 && len(id) != 32 {
 				t.Fatalf("id of %d bytes accepted", len(id))
 			}
-			back := appendRequest(nil, reqID, id)
-			r2, id2, err := readRequest(bufio.NewReader(bytes.NewReader(back)))
-			if err != nil || r2 != reqID || !bytes.Equal(id2, id) {
-				t.Fatalf("re-encoded request reads as %d %x %v", r2, id2, err)
+			back := appendRequest(nil, reqID, id, flags)
+			r2, id2, f2, err := readRequest(bufio.NewReader(bytes.NewReader(back)))
+			if err != nil || r2 != reqID || !bytes.Equal(id2, id) || f2 != flags {
+				t.Fatalf("re-encoded request reads as %d %x %d %v", r2, id2, f2, err)
 			}
 		}
 	})

@@ -12,10 +12,11 @@ import (
 
 func newDaemonCmd() *cobra.Command {
 	var (
-		cfg      agent.Config
-		cacheMax string
-		hubRate  string
-		logLevel string
+		cfg       agent.Config
+		cacheMax  string
+		hubRate   string
+		serveRate string
+		logLevel  string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon [--data DIR] [--hub URL]... [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--api SOCKET] [--psk FILE] [--cache-max SIZE] [--no-mdns]",
@@ -40,12 +41,18 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 				}
 				cfg.CacheMax = n
 			}
-			if hubRate != "" {
-				n, err := parseSize(hubRate)
-				if err != nil {
-					return fmt.Errorf("--hub-rate: %w", err)
+			for _, r := range []struct {
+				flag, value string
+				to          *int64
+			}{{"--hub-rate", hubRate, &cfg.HubRate}, {"--serve-rate", serveRate, &cfg.ServeRate}} {
+				if r.value == "" {
+					continue
 				}
-				cfg.HubRate = n
+				n, err := parseSize(r.value)
+				if err != nil {
+					return fmt.Errorf("%s: %w", r.flag, err)
+				}
+				*r.to = n
 			}
 			d, err := agent.New(cfg)
 			if err != nil {
@@ -65,6 +72,7 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 	f.DurationVar(&cfg.PeerTimeout, "peer-timeout", 3*time.Second, "how long neighbours get to deliver a block before the hubs are asked")
 	f.StringVar(&cacheMax, "cache-max", "", "bound the block cache (e.g. 20GiB, 500MB); pinned blocks are never evicted (default: no bound)")
 	f.StringVar(&hubRate, "hub-rate", "", "bound the bytes per second fetched from hubs and stores, e.g. 2MiB (default: no bound)")
+	f.StringVar(&serveRate, "serve-rate", "", "bound the bytes per second served to neighbours, e.g. 50MiB (default: no bound)")
 	f.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 20*time.Second, "bound on one attempt to fetch a block from a hub or store")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", 60*time.Second, "bound on a read through a mount; past it the read fails with EIO")
 	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve Prometheus metrics at `ADDR` (host:port), GET /metrics (default: off)")

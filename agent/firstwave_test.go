@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/p2p"
+)
+
+// fakeNeighbours is a Neighbours in memory: no neighbour has any block (Get), the
+// designated fetcher is fetcher ("" = this node), and FetchVia answers with via.
+type fakeNeighbours struct {
+	fetcher peer.ID
+	via     func(id []byte) ([]byte, error)
+	asked   atomic.Int64
+}
+
+func (n *fakeNeighbours) Get(ctx context.Context, id []byte) ([]byte, error) {
+	return nil, p2p.ErrNotFound
+}
+
+func (n *fakeNeighbours) Fetcher(id []byte) (peer.ID, bool) { return n.fetcher, n.fetcher != "" }
+
+func (n *fakeNeighbours) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+	n.asked.Add(1)
+	return n.via(id)
+}
+
+// TestResolverFirstWave: a block no neighbour has goes to its designated fetcher before
+// the hub, and to the hub when the fetcher fails; as the fetcher, the resolver shares one
+// hub fetch among every neighbour that asks and its own reads, and refuses to fetch a
+// block whose fetcher it is not (so requests never go round in circles).
+func TestResolverFirstWave(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("first wave"))
+	hubBlocks := map[string][]byte{string(b.ID): data}
+
+	t.Run("via the fetcher", func(t *testing.T) {
+		hub := &fakeSource{fn: serving(hubBlocks)}
+		r, c, stats := newTestResolver(hub)
+		r.peers = &fakeNeighbours{fetcher: "other", via: serving(hubBlocks)}
+		got, err := r.Fetch(t.Context(), b.ID)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if hub.calls.Load() != 0 || stats.Peers.Load() != int64(len(data)) || stats.Hub.Load() != 0 {
+			t.Errorf("hub calls %d, stats peers %d hub %d", hub.calls.Load(), stats.Peers.Load(), stats.Hub.Load())
+		}
+		if _, err := c.Get(t.Context(), b.ID); err != nil {
+			t.Errorf("not cached: %v", err)
+		}
+	})
+	t.Run("fetcher fails", func(t *testing.T) {
+		hub := &fakeSource{fn: serving(hubBlocks)}
+		r, _, stats := newTestResolver(hub)
+		r.peers = &fakeNeighbours{fetcher: "other", via: func([]byte) ([]byte, error) { return nil, errors.New("gone") }}
+		if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if hub.calls.Load() != 1 || stats.Hub.Load() != int64(len(data)) {
+			t.Errorf("hub calls %d, stats hub %d", hub.calls.Load(), stats.Hub.Load())
+		}
+	})
+	t.Run("as the fetcher", func(t *testing.T) {
+		hub := &fakeSource{delay: 50 * time.Millisecond, fn: serving(hubBlocks)}
+		r, _, stats := newTestResolver(hub)
+		nb := &fakeNeighbours{}
+		r.peers = nb
+		var wg sync.WaitGroup
+		errs := make(chan error, 11)
+		for i := range 11 {
+			wg.Go(func() {
+				var got []byte
+				var err error
+				if i == 0 {
+					got, err = r.Fetch(t.Context(), b.ID)
+				} else {
+					got, err = r.FetchForPeer(t.Context(), b.ID)
+				}
+				if err == nil && !bytes.Equal(got, data) {
+					err = errors.New("wrong bytes")
+				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if hub.calls.Load() != 1 || nb.asked.Load() != 0 {
+			t.Errorf("hub calls %d (want 1), fetchers asked %d (want 0)", hub.calls.Load(), nb.asked.Load())
+		}
+		if stats.Hub.Load() != int64(len(data)) {
+			t.Errorf("stats hub %d, want %d", stats.Hub.Load(), len(data))
+		}
+	})
+	t.Run("not the fetcher", func(t *testing.T) {
+		hub := &fakeSource{fn: serving(hubBlocks)}
+		r, _, _ := newTestResolver(hub)
+		nb := &fakeNeighbours{fetcher: "other", via: serving(hubBlocks)}
+		r.peers = nb
+		if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
+			t.Errorf("FetchForPeer of a block whose fetcher is another node: %v, want errNotFetcher", err)
+		}
+		if hub.calls.Load() != 0 || nb.asked.Load() != 0 {
+			t.Errorf("hub calls %d, fetchers asked %d: want none", hub.calls.Load(), nb.asked.Load())
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package p2p
+
+import (
+	"bytes"
+	"crypto/sha256"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Fetcher names block id's designated fetcher among the site: this node and the
+// connected peers known to speak the block protocol (not banned). It is rendezvous
+// (highest random weight) hashing: every member scores sha256(peer id ‖ block id) and
+// the highest score wins, so nodes that see the same peers agree on one fetcher per
+// block without talking, and a node joining or leaving moves only its own share. When
+// several nodes cold-start the same flist (the first wave), each asks a block's
+// designated fetcher (FetchVia) instead of the hub, and the hub sends each block once.
+// It returns ok = false when this node is the fetcher (or has no peer).
+func (n *Node) Fetcher(id []byte) (p peer.ID, ok bool) {
+	best, bestScore := n.id, rendezvousScore(n.id, id)
+	for _, q := range n.sitePeers() {
+		if s := rendezvousScore(q, id); bytes.Compare(s[:], bestScore[:]) > 0 {
+			best, bestScore = q, s
+		}
+	}
+	return best, best != n.id
+}
+
+func rendezvousScore(p peer.ID, id []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(p))
+	h.Write(id)
+	var s [sha256.Size]byte
+	h.Sum(s[:0])
+	return s
+}
+
+// sitePeers returns the connected peers that are known to speak the block protocol and
+// are not banned: the members of the rendezvous. Unlike blockPeers, a peer whose
+// protocols are not known yet is left out, so that nodes agree as soon as identify ran.
+func (n *Node) sitePeers() []peer.ID {
+	if _, ok := n.running(); !ok {
+		return nil
+	}
+	var out []peer.ID
+	ps := n.host.Peerstore()
+	for _, p := range n.host.Network().Peers() {
+		if n.bans.banned(p) {
+			continue
+		}
+		if yes, err := ps.SupportsProtocols(p, ProtocolID); err == nil && len(yes) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,136 @@
+package p2p_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/zosfs/zosfs-agent/p2p"
+)
+
+// TestFirstWave: nodes connected to each other agree on one designated fetcher per block
+// (each gets a fair share); FetchVia makes the fetcher get a block it lacks through its
+// Fetch hook (the agent's resolver, which shares one fetch among the askers: tested in
+// agent); a node that has no hook, or a block no one can get, gives an error, not a hang.
+func TestFirstWave(t *testing.T) {
+	blocks := makeBlocks(t, 64, 16<<10)
+	byID := map[string][]byte{}
+	for _, b := range blocks {
+		byID[string(b.id)] = b.data
+	}
+	// hub is what every node's Fetch hook fetches from: it counts the fetches.
+	var hubFetches atomic.Int64
+	hub := func(ctx context.Context, id []byte) ([]byte, error) {
+		hubFetches.Add(1)
+		if data, ok := byID[string(id)]; ok {
+			return data, nil
+		}
+		return nil, errors.New("not on the hub")
+	}
+	const n = 4
+	var nodes []*p2p.Node
+	for i := range n {
+		cfg := p2p.Config{Blocks: newStore(), Fetch: hub}
+		if i > 0 {
+			cfg.Bootstrap = []string{loopAddr(t, nodes[0])}
+		}
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	for _, x := range nodes[1:] {
+		for _, y := range nodes[1:] {
+			if x != y {
+				if err := x.Connect(ctxTimeout(t, 5*time.Second), loopAddr(t, y)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// Agreement, once every node knows every other speaks the block protocol.
+	fetcherOf := func(x *p2p.Node, id []byte) peer.ID {
+		if p, ok := x.Fetcher(id); ok {
+			return p
+		}
+		return x.ID()
+	}
+	waitFor(t, 10*time.Second, "the nodes to agree on the fetchers", func() bool {
+		for _, b := range blocks {
+			want := fetcherOf(nodes[0], b.id)
+			for _, x := range nodes[1:] {
+				if fetcherOf(x, b.id) != want {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	share := map[peer.ID]int{}
+	for _, b := range blocks {
+		share[fetcherOf(nodes[0], b.id)]++
+	}
+	for _, x := range nodes {
+		if share[x.ID()] < len(blocks)/n/3 {
+			t.Errorf("node %s is the fetcher of %d of %d blocks: not a fair share (%v)", x.ID(), share[x.ID()], len(blocks), share)
+		}
+	}
+
+	// Every node asks every block's fetcher, all at the same time.
+	ctx := ctxTimeout(t, 30*time.Second)
+	errs := make(chan error, n*len(blocks))
+	for _, x := range nodes {
+		for _, b := range blocks {
+			go func() {
+				p, ok := x.Fetcher(b.id)
+				if !ok {
+					errs <- nil // its own: it would go to its hub
+					return
+				}
+				data, err := x.FetchVia(ctx, p, b.id)
+				if err == nil && !bytes.Equal(data, b.data) {
+					err = errors.New("wrong bytes")
+				}
+				errs <- err
+			}()
+		}
+	}
+	for range n * len(blocks) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each block's fetcher was asked by the n-1 others, and fetched for each.
+	want := int64((n - 1) * len(blocks))
+	if got := hubFetches.Load(); got != want {
+		t.Errorf("%d hub fetches, want %d", got, want)
+	}
+	var fetchedFor int64
+	for _, x := range nodes {
+		fetchedFor += x.Stats().FetchedFor
+	}
+	if fetchedFor != want {
+		t.Errorf("fetched for peers %d times, want %d", fetchedFor, want)
+	}
+
+	// A block no hub has: an error from the fetcher, at once.
+	id := missingID()
+	for _, x := range nodes {
+		if p, ok := x.Fetcher(id); ok {
+			if _, err := x.FetchVia(ctx, p, id); err == nil {
+				t.Error("FetchVia of a block no one has succeeded")
+			}
+			break
+		}
+	}
+	// A node without a Fetch hook answers FetchVia "not found".
+	plain := startNode(t, p2p.Config{Blocks: newStore()})
+	if err := nodes[0].Connect(ctx, loopAddr(t, plain)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[0].FetchVia(ctx, plain.ID(), blocks[0].id); !errors.Is(err, p2p.ErrNotFound) {
+		t.Errorf("FetchVia from a node without a Fetch hook: %v, want ErrNotFound", err)
+	}
+}
