@@ -301,25 +301,39 @@ type hubSource struct{ h *hub.Client }
 func (s hubSource) Get(ctx context.Context, id []byte) ([]byte, error) { return s.h.GetBlock(ctx, id) }
 func (s hubSource) String() string                                     { return s.h.String() }
 
+// VerifiesBlocks implements selfVerifying: hub.Client.GetBlock verifies.
+func (hubSource) VerifiesBlocks() bool { return true }
+
 // rateLimited bounds the bytes per second all of sources deliver together: one token
 // bucket for the uplink, with room for one block at a time.
 func rateLimited(sources []Source, bytesPerSecond int64) []Source {
 	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), flist.MaxBlockStored)
 	out := make([]Source, len(sources))
 	for i, src := range sources {
-		out[i] = SourceFunc(func(ctx context.Context, id []byte) ([]byte, error) {
-			data, err := src.Get(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			if err := lim.WaitN(ctx, len(data)); err != nil {
-				return nil, err
-			}
-			return data, nil
-		})
+		out[i] = limitedSource{src, lim}
 	}
 	return out
 }
+
+// limitedSource is a Source whose deliveries wait for a shared rate limiter.
+type limitedSource struct {
+	src Source
+	lim *rate.Limiter
+}
+
+func (s limitedSource) Get(ctx context.Context, id []byte) ([]byte, error) {
+	data, err := s.src.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.lim.WaitN(ctx, len(data)); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (s limitedSource) String() string       { return fmt.Sprint(s.src) }
+func (s limitedSource) VerifiesBlocks() bool { return verifies(s.src) }
 
 // isNotFound reports whether err says a source does not have a block (as opposed to
 // failing to answer).

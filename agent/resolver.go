@@ -45,9 +45,15 @@ type Neighbours interface {
 	FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error)
 }
 
-// selfVerifying marks a Source whose blocks are verified against their ids before they
-// are returned (the hub client, the p2p node): the resolver does not hash them again.
-type selfVerifying interface{ VerifiesBlocks() }
+// selfVerifying is a Source that may verify its blocks against their ids before it
+// returns them (the hub client does): the resolver does not hash them again.
+type selfVerifying interface{ VerifiesBlocks() bool }
+
+// verifies reports whether src verifies the blocks it returns.
+func verifies(src Source) bool {
+	v, ok := src.(selfVerifying)
+	return ok && v.VerifiesBlocks()
+}
 
 // Tuning of the fetch path.
 const (
@@ -255,7 +261,7 @@ func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := src.(selfVerifying); ok {
+	if verifies(src) {
 		return data, nil
 	}
 	if err := flist.VerifyBlock(id, data); err != nil {

@@ -79,32 +79,67 @@ func (d *Dir) Get(ctx context.Context, id []byte) ([]byte, error) {
 
 // readBlockFile reads a regular file of at most MaxBlockSize bytes.
 func readBlockFile(name string) ([]byte, error) {
-	f, err := os.Open(name)
+	f, size, err := openBlockFile(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	// One buffer of the file's size, and one byte more to see a file that grew.
+	data := make([]byte, size+1)
+	n, err := io.ReadFull(f, data)
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("%s: grew while read", name)
+	case err != io.ErrUnexpectedEOF && err != io.EOF:
 		return nil, err
+	case int64(n) != size:
+		return nil, fmt.Errorf("%s: shrank while read", name)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", name)
-	}
-	if fi.Size() > MaxBlockSize {
-		return nil, tooLarge(fi.Size())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxBlockSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxBlockSize {
-		return nil, tooLarge(-1)
-	}
-	return data, nil
+	return data[:n], nil
 }
 
-// Has reports whether the block is in the directory (either layout).
+// openBlockFile opens a regular file of at most MaxBlockSize bytes and returns its size.
+func openBlockFile(name string) (*os.File, int64, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s: not a regular file", name)
+	case fi.Size() > MaxBlockSize:
+		err = tooLarge(fi.Size())
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
+// Open returns the file of block id, open for reading, and its size, for servers that
+// send it as it is (the hub, with sendfile). The bytes are not verified. The caller
+// closes the file.
+func (d *Dir) Open(ctx context.Context, id []byte) (*os.File, int64, error) {
+	if err := begin(ctx, d, "open", id); err != nil {
+		return nil, 0, err
+	}
+	nested, flat := d.paths(id)
+	f, size, err := openBlockFile(nested)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, size, err = openBlockFile(flat)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, fmt.Errorf("%s: open %x: %w", d, id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: open %x: %w", d, id, err)
+	}
+	return f, size, nil
+}
+
 func (d *Dir) Has(ctx context.Context, id []byte) (bool, error) {
 	if err := begin(ctx, d, "has", id); err != nil {
 		return false, err
