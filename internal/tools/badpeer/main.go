@@ -1,0 +1,100 @@
+// Command badpeer is a test-only poisoned neighbour, for the end-to-end tests: a p2p node
+// of the site that claims to hold every block and answers every request with random
+// bytes, which never hash to the id asked for. The tests run it to show that a daemon
+// detects such a peer, bans it and still reads correct bytes. It is not part of the
+// product: never run it on a real site.
+//
+//	go run ./internal/tools/badpeer [-listen MULTIADDR]... [-bootstrap MULTIADDR]... [-size N]
+//
+// It prints its full multiaddr (ending in /p2p/<peer id>) as one line on stdout once it
+// listens, then serves until SIGINT or SIGTERM. Logs, one line per poisoned answer, go
+// to stderr. mDNS is off: it meets only the peers it is told about and those that dial it.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/p2p"
+)
+
+// addrs is a repeatable string flag.
+type addrs []string
+
+func (a *addrs) String() string     { return strings.Join(*a, ",") }
+func (a *addrs) Set(s string) error { *a = append(*a, s); return nil }
+
+func main() {
+	var listen, bootstrap addrs
+	flag.Var(&listen, "listen", "multiaddr to listen on; repeatable (default /ip4/127.0.0.1/tcp/0)")
+	flag.Var(&bootstrap, "bootstrap", "multiaddr of a peer to join (ending in /p2p/ID); repeatable")
+	// An incompressible block's stored size: a full block plus the AES-GCM tag, what an
+	// honest peer would send for most blocks.
+	size := flag.Int("size", flist.BlockSize+16, "bytes of each poisoned answer")
+	flag.Parse()
+	if flag.NArg() != 0 || *size <= 0 || *size > flist.MaxBlockStored {
+		fmt.Fprintf(os.Stderr, "usage: badpeer [-listen MULTIADDR]... [-bootstrap MULTIADDR]... [-size 1..%d]\n", flist.MaxBlockStored)
+		os.Exit(2)
+	}
+	if len(listen) == 0 {
+		listen = addrs{"/ip4/127.0.0.1/tcp/0"}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, listen, bootstrap, *size); err != nil {
+		fmt.Fprintln(os.Stderr, "badpeer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, listen, bootstrap []string, size int) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	store := &poison{size: size, log: log}
+	n, err := p2p.New(p2p.Config{
+		Listen:    listen,
+		Bootstrap: bootstrap,
+		NoMDNS:    true,
+		Blocks:    store,
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	defer n.Close()
+	a := n.Addrs()
+	if len(a) == 0 {
+		return fmt.Errorf("node has no address")
+	}
+	fmt.Println(a[0])
+	<-ctx.Done()
+	log.Info("badpeer stopping", "poisoned_answers", store.served.Load())
+	return nil
+}
+
+// poison is a p2p.BlockStore that has every block and whose every block is wrong.
+type poison struct {
+	size   int
+	log    *slog.Logger
+	served atomic.Int64
+}
+
+func (p *poison) Has(context.Context, []byte) (bool, error) { return true, nil }
+
+func (p *poison) Get(_ context.Context, id []byte) ([]byte, error) {
+	data := make([]byte, p.size)
+	rand.Read(data)
+	p.log.Info("poisoned answer", "id", fmt.Sprintf("%x", id), "n", p.served.Add(1))
+	return data, nil
+}
