@@ -327,22 +327,25 @@ func TestPutRefusesBadBlocks(t *testing.T) {
 	}
 }
 
-// TestGetDetectsDamage: a block file damaged behind the cache's back is never served: Get
-// reports it missing, drops it (file, index, hooks) and a new Put brings it back.
+// TestGetDetectsDamage: a block file damaged behind the cache's back while the daemon was
+// down is never served: Get reports it missing, drops it (file, index, hooks) and a new
+// Put brings it back. (Blocks stored or verified since the cache was opened are trusted;
+// TestVerifiedOnce.)
 func TestGetDetectsDamage(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		noVerify bool
 		damage   func(t *testing.T, path string)
 		served   bool // with NoVerifyOnRead, same-size damage is (as documented) not seen
+		restart  bool // damage while the cache is closed (else while it runs)
 	}{
-		{"byte flipped", false, flipByte, false},
-		{"byte flipped, no verify", true, flipByte, true},
-		{"truncated", false, truncate, false},
-		{"truncated, no verify", true, truncate, false},
-		{"grown", false, grow, false},
-		{"removed", false, func(t *testing.T, p string) { os.Remove(p) }, false},
-		{"replaced by a directory", false, func(t *testing.T, p string) { os.Remove(p); os.Mkdir(p, 0o755) }, false},
+		{"byte flipped", false, flipByte, false, true},
+		{"byte flipped, no verify", true, flipByte, true, true},
+		{"truncated", false, truncate, false, false},
+		{"truncated, no verify", true, truncate, false, false},
+		{"grown", false, grow, false, false},
+		{"removed", false, func(t *testing.T, p string) { os.Remove(p) }, false, false},
+		{"replaced by a directory", false, func(t *testing.T, p string) { os.Remove(p); os.Mkdir(p, 0o755) }, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -354,7 +357,16 @@ func TestGetDetectsDamage(t *testing.T) {
 			other, otherData := newBlock(32, 4096)
 			mustPut(t, c, id, data)
 			mustPut(t, c, other, otherData)
-			tc.damage(t, blockPath(dir, id))
+			if tc.restart {
+				// Same-size damage is looked for at the first read after opening.
+				if err := c.Close(); err != nil {
+					t.Fatal(err)
+				}
+				tc.damage(t, blockPath(dir, id))
+				c = open(t, cfg)
+			} else {
+				tc.damage(t, blockPath(dir, id))
+			}
 
 			got, err := c.Get(t.Context(), id)
 			if tc.served {
@@ -379,6 +391,28 @@ func TestGetDetectsDamage(t *testing.T) {
 			mustGet(t, c, id, data)
 			checkConsistent(t, c, dir)
 		})
+	}
+}
+
+// TestVerifiedOnce: a block is hashed when stored and at its first read after the cache
+// is opened, not at every read: same-size damage done while the cache runs, after that,
+// is served (the reader's own check — a peer's verification, AES-GCM's tag — catches it).
+func TestVerifiedOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config(t, dir, 0, nil)
+	c := open(t, cfg)
+	id, data := newBlock(32, 4096)
+	mustPut(t, c, id, data)
+	flipByte(t, blockPath(dir, id))
+	if got, err := c.Get(t.Context(), id); err != nil || bytes.Equal(got, data) {
+		t.Fatalf("Get after damage to a block verified at Put: err %v, same bytes %v; want the damaged bytes", err, bytes.Equal(got, data))
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = open(t, cfg)
+	if _, err := c.Get(t.Context(), id); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("first Get after reopening, of a damaged block: %v, want ErrNotFound", err)
 	}
 }
 
