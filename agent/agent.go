@@ -255,15 +255,17 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	}
 	ns := d.node.Stats()
 	return api.Status{
-		PeerID:  d.node.ID().String(),
-		Addrs:   d.node.Addrs(),
-		Peers:   peers,
-		Mounts:  d.mounts.list(),
-		Pinned:  pinned,
-		Cache:   api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
-		Fetched: api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
-		Served:  api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks},
-		Hubs:    append([]string{}, d.cfg.Hubs...),
+		PeerID:   d.node.ID().String(),
+		Addrs:    d.node.Addrs(),
+		Peers:    peers,
+		Mounts:   d.mounts.list(),
+		Pinned:   pinned,
+		Cache:    api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
+		Fetched:  api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
+		Served:   api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks, FetchedFor: ns.FetchedFor},
+		Rejected: ns.Rejected,
+		Banned:   ns.Banned,
+		Hubs:     append([]string{}, d.cfg.Hubs...),
 	}, nil
 }
 

@@ -83,12 +83,16 @@ func TestFirstWave(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	var fromHub, fromPeers int64
+	var fromHub, fromPeers, fetchedFor int64
 	for i, d := range daemons {
 		st := d.status(t)
 		t.Logf("daemon %d: %d bytes from the hub, %d from peers, served %+v", i, st.Fetched.Hub, st.Fetched.Peers, st.Served)
 		fromHub += st.Fetched.Hub
 		fromPeers += st.Fetched.Peers
+		fetchedFor += st.Served.FetchedFor
+	}
+	if fetchedFor == 0 {
+		t.Error("no daemon fetched a block for another as its designated fetcher")
 	}
 	ratio := float64(fromHub) / float64(unique)
 	t.Logf("5 daemons read %d MiB each in %v: the hub sent %.2f× the unique %d bytes; peers %d bytes",

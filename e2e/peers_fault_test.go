@@ -137,6 +137,9 @@ func TestPoisonedPeer(t *testing.T) {
 	if hasPeer(t, b, badID) {
 		t.Error("the bad peer is still among B's peers")
 	}
+	if st := b.status(t); st.Rejected < 1 || st.Banned != 1 {
+		t.Errorf("B's status: rejected %d, banned %d; want ≥ 1 and 1", st.Rejected, st.Banned)
+	}
 	if out := b.cli(t, "peers"); strings.Contains(out, badID) {
 		t.Errorf("zosfs-agent peers still lists the bad peer:\n%s", out)
 	}

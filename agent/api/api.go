@@ -39,7 +39,11 @@ type Status struct {
 	Cache   CacheStatus `json:"cache"`
 	Fetched Fetched     `json:"fetched"`
 	Served  Served      `json:"served"`
-	Hubs    []string    `json:"hubs"`
+	// Rejected counts blocks from neighbours that did not match their id; each one got
+	// its sender banned. Banned is the number of neighbours banned now.
+	Rejected int64    `json:"rejected"`
+	Banned   int      `json:"banned"`
+	Hubs     []string `json:"hubs"`
 }
 
 // Peer is a connected neighbour.
@@ -66,6 +70,9 @@ type Fetched struct {
 type Served struct {
 	Bytes  int64 `json:"bytes"`
 	Blocks int64 `json:"blocks"`
+	// FetchedFor counts the blocks (among Blocks) this daemon fetched for neighbours
+	// as their designated fetcher (the first wave).
+	FetchedFor int64 `json:"fetched_for"`
 }
 
 // PullRequest asks the daemon to fetch every block of an flist and pin it.
