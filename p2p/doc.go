@@ -41,6 +41,20 @@
 // Config.HedgeDelay, the next as soon as one fails. When no peer delivers, the error
 // wraps ErrNotFound, so the agent goes to the hub.
 //
-// Not here yet (next steps): reproviding on a timer and on cache events, rendezvous
-// hashing of the first wave, serve-rate limits and own-reads-first scheduling.
+// # The first wave
+//
+// When several nodes cold-start the same flist at once, no neighbour has a block yet and
+// each would fetch it from the hub. Fetcher names one designated fetcher per block by
+// rendezvous hashing over the site (this node and its connected peers that speak the
+// protocol): nodes that see the same peers agree without talking. A node asks a block's
+// fetcher with FetchVia; the fetcher, lacking the block, gets it through Config.Fetch
+// (the agent's resolver, shared with its own reads) and answers. So the hub sends each
+// block about once. A fetcher never passes such a request on (no cycles); when views of
+// the site differ, the asker falls back to its hub.
+//
+// # Serving
+//
+// Config.ServeRate bounds the bytes per second sent to peers; while the node's own reads
+// wait for blocks (Config.Busy), at most serveWhileBusy blocks are read for peers at a
+// time. Announcing blocks (on store, and again periodically) is the agent's job.
 package p2p

@@ -19,7 +19,7 @@ func newDaemonCmd() *cobra.Command {
 		logLevel  string
 	)
 	cmd := &cobra.Command{
-		Use:   "daemon [--data DIR] [--hub URL]... [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--api SOCKET] [--psk FILE] [--cache-max SIZE] [--no-mdns]",
+		Use:   "daemon [--data DIR] [--hub URL]... [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--api SOCKET] [--psk FILE] [--cache-max SIZE] [--no-mdns] [--hub-rate RATE] [--serve-rate RATE]",
 		Short: "Run the node's agent: block cache, p2p node, FUSE mounts, local API",
 		Long: `daemon runs until SIGINT or SIGTERM. It keeps a verified block cache in DIR, serves
 flists as lazy read-only FUSE mounts (asked for with 'zosfs-agent mount'), fetches blocks
