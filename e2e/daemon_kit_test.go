@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,12 +46,22 @@ type proc struct {
 // startProc starts zosfs-agent with args, logging to a file in the test's temp dir.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, name, binary, nil, args...)
+}
+
+// startBinary starts bin with args, its stderr (and its stdout, unless stdout is given)
+// going to a log file in the test's temp dir; it is stopped at cleanup.
+func startBinary(t *testing.T, name, bin string, stdout io.Writer, args ...string) *proc {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

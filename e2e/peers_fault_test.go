@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,31 +30,13 @@ func runBadPeer(t *testing.T, args ...string) (*proc, string) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../internal/tools/badpeer").CombinedOutput(); err != nil {
 		t.Fatalf("build badpeer: %v\n%s", err, out)
 	}
-	logf, err := os.Create(filepath.Join(dir, "badpeer.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	addrFile := filepath.Join(dir, "badpeer.addr")
 	out, err := os.Create(addrFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{}), log: logf}
-	go func() { cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.stop(syscall.SIGTERM)
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("badpeer log:\n%s", tail(string(b), 4000))
-		}
-		logf.Close()
-		out.Close()
-	})
+	t.Cleanup(func() { out.Close() })
+	p := startBinary(t, "badpeer", bin, out, args...)
 	var addr string
 	waitFor(t, "badpeer", 20*time.Second, p.exited, func() bool {
 		b, _ := os.ReadFile(addrFile)
