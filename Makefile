@@ -17,10 +17,12 @@ vet:
 	$(GO) vet ./...
 
 # Ratios against baselines measured in the same run; results go to docs/BENCHMARKS.md.
-# bench-mount.sh needs root and /dev/fuse (it says so and skips without them).
+# bench-mount.sh needs root and /dev/fuse; bench-site.sh's part B needs root, ip and tc
+# (network namespaces, a tbf-shaped uplink); each says so and skips without them.
 bench: build
 	./scripts/bench-pack.sh
 	./scripts/bench-mount.sh
+	./scripts/bench-site.sh
 
 demo: build
 	./scripts/demo.sh
