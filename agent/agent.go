@@ -138,6 +138,7 @@ func New(cfg Config) (*Daemon, error) {
 		PSK:       psk,
 		NoMDNS:    cfg.NoMDNS,
 		Blocks:    servedCache{d},
+		Flists:    servedFlists{d},
 		Fetch:     d.fetchForPeer,
 		Busy:      d.busy,
 		ServeRate: cfg.ServeRate,
@@ -199,7 +200,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	defer d.node.Close()
 	announceCtx, stopAnnounce := context.WithCancel(ctx)
 	defer stopAnnounce()
-	go d.announce.run(announceCtx, d.node, d.cache, d.log)
+	go d.announce.run(announceCtx, d.node, d.cache, d.flists, d.log)
 
 	// Claim the socket first (it refuses to start beside a live daemon, whose mounts
 	// restore would otherwise clear), restore the mounts, then answer: a client sees a
@@ -355,31 +356,21 @@ func (d *Daemon) fetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
 
 func (d *Daemon) busy() bool { return d.resolver != nil && d.resolver.Busy() }
 
-// servedCache is what the p2p node serves to neighbours: the cached blocks, and the
-// flists small enough to be one block, under their CID's digest. It reaches the cache
-// through the daemon because the node is made before Run opens the cache.
+// servedCache is the blocks the p2p node serves to neighbours: the cached ones (flist
+// files are served apart, see servedFlists). It reaches the cache through the daemon
+// because the node is made before Run opens the cache.
 type servedCache struct{ d *Daemon }
 
 func (s servedCache) Get(ctx context.Context, id []byte) ([]byte, error) {
 	if s.d.cache == nil {
 		return nil, cache.ErrNotFound
 	}
-	data, err := s.d.cache.Get(ctx, id)
-	if errors.Is(err, cache.ErrNotFound) {
-		if fl, ok := s.d.flists.byDigest(id); ok {
-			return fl, nil
-		}
-	}
-	return data, err
+	return s.d.cache.Get(ctx, id)
 }
 
 func (s servedCache) Has(ctx context.Context, id []byte) (bool, error) {
 	if s.d.cache == nil {
 		return false, nil
 	}
-	if ok, err := s.d.cache.Has(ctx, id); ok || err != nil {
-		return ok, err
-	}
-	_, ok := s.d.flists.byDigest(id)
-	return ok, nil
+	return s.d.cache.Has(ctx, id)
 }

@@ -23,9 +23,10 @@ const (
 	announceQueue = 4096
 )
 
-// announcer announces the blocks the cache stores to the DHT, in the background, and
-// re-announces the cached ones periodically; an evicted block is no longer announced and
-// its provider records expire. Neighbours
+// announcer announces the blocks the cache stores and the flists the flist store holds
+// (under their CID, flist.BlockCID of its digest) to the DHT, in the background, and
+// re-announces them periodically; an evicted block is no longer announced and its
+// provider records expire. Neighbours
 // already connected find blocks without it (they are asked directly); announcements let
 // nodes further away find providers.
 type announcer struct {
@@ -36,7 +37,8 @@ func newAnnouncer() *announcer {
 	return &announcer{queue: make(chan []byte, announceQueue)}
 }
 
-// add queues a block stored in the cache (cache.Config.OnStore).
+// add queues a block stored in the cache (cache.Config.OnStore), or the digest of an flist
+// stored (flistStore.added).
 func (a *announcer) add(id []byte) {
 	select {
 	case a.queue <- id:
@@ -44,9 +46,9 @@ func (a *announcer) add(id []byte) {
 	}
 }
 
-// run announces queued blocks until ctx ends, and every cached block at start and every
-// reannounceEvery.
-func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, log *slog.Logger) {
+// run announces queued blocks and flists until ctx ends, and every cached block and
+// stored flist at start and every reannounceEvery.
+func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, flists *flistStore, log *slog.Logger) {
 	var wg sync.WaitGroup
 	for range announceWorkers {
 		wg.Add(1)
@@ -57,7 +59,7 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, log
 				case <-ctx.Done():
 					return
 				case id := <-a.queue:
-					if has, _ := c.Has(ctx, id); !has {
+					if has, _ := c.Has(ctx, id); !has && !flists.has(id) {
 						continue // evicted since: no longer announced
 					}
 					if err := node.Provide(ctx, id); err != nil && ctx.Err() == nil {
@@ -67,15 +69,17 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, log
 			}
 		}()
 	}
+	queue := func(id []byte) bool {
+		select {
+		case a.queue <- id:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	reannounce := func() {
-		c.Range(func(id []byte, _ int64) bool {
-			select {
-			case a.queue <- id:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		})
+		flists.digests(queue)
+		c.Range(func(id []byte, _ int64) bool { return queue(id) })
 	}
 	reannounce()
 	t := time.NewTicker(reannounceEvery)

@@ -1,12 +1,11 @@
 package agent
 
 import (
-	"bytes"
-
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,9 +17,10 @@ import (
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
+	"github.com/zosfs/zosfs-agent/p2p"
 )
 
-// maxFlistSize bounds an flist file fetched from a URL or a hub.
+// maxFlistSize bounds an flist file fetched from a URL, a hub or a neighbour.
 const maxFlistSize = 512 << 20
 
 // hubName matches USER/NAME references to flists named on a hub.
@@ -32,11 +32,16 @@ type flistStore struct {
 	dir  string
 	hubs []*hub.Client
 	http *http.Client
-	// peers, if set, is asked for flists no hub has: an flist small enough to be one
-	// block (flist.MaxBlockStored) is served by its holders under its CID's digest.
-	peers Source
+	// peers, if set, is asked for flists no hub has: neighbours serve the flists they
+	// hold, of any size, under their CID's digest (p2p.FlistProtocolID).
+	peers flistPeers
 	// added, if set, is told the digest of each flist stored, to announce it.
 	added func(digest []byte)
+}
+
+// flistPeers fetches flist files from neighbours (the p2p node).
+type flistPeers interface {
+	GetFlist(ctx context.Context, digest []byte, f p2p.FlistFile, max int64) error
 }
 
 func (s *flistStore) path(c cid.Cid) string { return filepath.Join(s.dir, c.String()) }
@@ -68,15 +73,31 @@ func (s *flistStore) resolve(ctx context.Context, ref string) (cid.Cid, error) {
 
 // add copies an flist into the store, checking it opens, and returns its CID.
 func (s *flistStore) add(r io.Reader) (cid.Cid, error) {
+	return s.addWith(cid.Undef, copyFrom(r))
+}
+
+// copyFrom is an addWith filler copying r, at most maxFlistSize bytes.
+func copyFrom(r io.Reader) func(tmp *os.File) error {
+	return func(tmp *os.File) error {
+		n, err := io.Copy(tmp, io.LimitReader(r, maxFlistSize+1))
+		if err == nil && n > maxFlistSize {
+			err = fmt.Errorf("%w: flist larger than %d bytes", api.ErrBadRequest, maxFlistSize)
+		}
+		return err
+	}
+}
+
+// addWith stores the flist fill writes into a temporary file, once whole: named by the
+// CID of its bytes (which must be want, unless want is cid.Undef), checked to open,
+// renamed into place (never a partial or unwanted file under a CID), announced. It
+// returns the CID.
+func (s *flistStore) addWith(want cid.Cid, fill func(tmp *os.File) error) (cid.Cid, error) {
 	tmp, err := os.CreateTemp(s.dir, ".incoming-*")
 	if err != nil {
 		return cid.Undef, err
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, io.LimitReader(r, maxFlistSize+1))
-	if err == nil && n > maxFlistSize {
-		err = fmt.Errorf("%w: flist larger than %d bytes", api.ErrBadRequest, maxFlistSize)
-	}
+	err = fill(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -90,34 +111,75 @@ func (s *flistStore) add(r io.Reader) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, err
 	}
+	if want.Defined() && !c.Equals(want) {
+		return cid.Undef, fmt.Errorf("got an flist whose CID is %s, want %s", c, want)
+	}
 	if err := checkFlist(tmp.Name()); err != nil {
 		return cid.Undef, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
 	if err := os.Rename(tmp.Name(), s.path(c)); err != nil {
 		return cid.Undef, err
 	}
-	if digest, err := flist.BlockID(c); err == nil && s.added != nil && n <= flist.MaxBlockStored {
+	if digest, err := flist.BlockID(c); err == nil && s.added != nil {
 		s.added(digest)
 	}
 	return c, nil
 }
 
-// byDigest returns the bytes of a stored flist whose CID digest is id, if it is small
-// enough to be served as one block.
-func (s *flistStore) byDigest(id []byte) ([]byte, bool) {
-	if len(id) != 32 {
-		return nil, false
+// OpenFlist implements p2p.FlistStore: the stored flist whose CID digest is digest, for
+// a neighbour. Files are named by the CID of their bytes when stored, so they hash to
+// digest. One the store lacks is an error wrapping fs.ErrNotExist.
+func (s *flistStore) OpenFlist(ctx context.Context, digest []byte) (io.ReadCloser, int64, error) {
+	c, err := flist.BlockCID(digest)
+	if err != nil || len(digest) != 32 {
+		return nil, 0, fmt.Errorf("flist digest %x: %w", digest, fs.ErrNotExist)
 	}
-	c, err := flist.BlockCID(id)
+	f, err := os.Open(s.path(c))
 	if err != nil {
-		return nil, false
+		return nil, 0, err
 	}
-	fi, err := os.Stat(s.path(c))
-	if err != nil || fi.Size() > flist.MaxBlockStored {
-		return nil, false
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
 	}
-	data, err := os.ReadFile(s.path(c))
-	return data, err == nil
+	return f, fi.Size(), nil
+}
+
+// servedFlists is the flists the p2p node serves to neighbours (p2p.Config.Flists): the
+// daemon's flist store, reached through the daemon because the node is made before Run
+// makes the store.
+type servedFlists struct{ d *Daemon }
+
+func (s servedFlists) OpenFlist(ctx context.Context, digest []byte) (io.ReadCloser, int64, error) {
+	if s.d.flists == nil {
+		return nil, 0, fs.ErrNotExist
+	}
+	return s.d.flists.OpenFlist(ctx, digest)
+}
+
+// has reports whether the store holds the flist whose CID digest is digest.
+func (s *flistStore) has(digest []byte) bool {
+	c, err := flist.BlockCID(digest)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(s.path(c))
+	return err == nil
+}
+
+// digests calls fn with the CID digest of each flist stored, until it returns false.
+func (s *flistStore) digests(fn func(digest []byte) bool) {
+	entries, _ := os.ReadDir(s.dir)
+	for _, e := range entries {
+		c, err := cid.Decode(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue // .incoming-* files, strays
+		}
+		if d, err := flist.BlockID(c); err == nil && len(d) == 32 && !fn(d) {
+			return
+		}
+	}
 }
 
 // checkFlist opens an flist to make sure it is one.
@@ -137,44 +199,36 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 	for _, h := range s.hubs {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(h.GetFlist(ctx, c.String(), pw)) }()
-		got, err := s.add(pr)
+		_, err := s.addWith(c, copyFrom(pr))
 		pr.Close()
-		if err == nil && !got.Equals(c) {
-			os.Remove(s.path(got))
-			err = fmt.Errorf("hub %s sent an flist whose CID is %s", h, got)
-		}
 		if err == nil {
 			return c, nil
 		}
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("hub %s: %w", h, err))
 	}
 	if s.peers != nil {
-		if got, err := s.fromPeers(ctx, c); err == nil {
-			return got, nil
+		if _, err := s.fromPeers(ctx, c); err == nil {
+			return c, nil
 		} else {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("neighbours: %w", err))
 		}
 	}
 	return cid.Undef, fmt.Errorf("%w: flist %s: not here, and no hub or neighbour has it: %w", api.ErrNotFound, c, errors.Join(errs...))
 }
 
-// fromPeers fetches flist c from the neighbours (verified against its digest by the p2p
-// layer, and again here by its CID).
+// fromPeers fetches flist c from the neighbours, straight into a temporary file
+// (verified against its digest by the p2p layer, and again here by its CID).
 func (s *flistStore) fromPeers(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 	digest, err := flist.BlockID(c)
 	if err != nil {
 		return cid.Undef, err
 	}
-	data, err := s.peers.Get(ctx, digest)
-	if err != nil {
-		return cid.Undef, fmt.Errorf("neighbours: %w", err)
+	if len(digest) != 32 {
+		return cid.Undef, fmt.Errorf("neighbours: %s is not an flist CID (BLAKE2b-256)", c)
 	}
-	got, err := s.add(bytes.NewReader(data))
-	if err == nil && !got.Equals(c) {
-		os.Remove(s.path(got))
-		err = fmt.Errorf("a neighbour sent an flist whose CID is %s", got)
-	}
-	return got, err
+	return s.addWith(c, func(tmp *os.File) error {
+		return s.peers.GetFlist(ctx, digest, tmp, maxFlistSize)
+	})
 }
 
 func (s *flistStore) byName(ctx context.Context, name string) (cid.Cid, error) {

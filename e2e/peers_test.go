@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/flist/flisttest"
 )
 
@@ -148,5 +149,67 @@ func TestPrivateNetwork(t *testing.T) {
 	}
 	if served := a.status(t).Served.Blocks; served == 0 {
 		t.Error("A served no block to the member")
+	}
+}
+
+// TestLargeFlistFromNeighbour: an flist far larger than a block (30,000 entries with long
+// names: about 7 MB, against flist.MaxBlockStored's 4.7 MiB) goes from daemon to daemon
+// over the flist protocol. A mounts it through the hub and reads a file; with the hub
+// stopped, B, which knows no hub, mounts it by CID from A and lists and reads it.
+func TestLargeFlistFromNeighbour(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	const files = 30000
+	many := filepath.Join(src, "many")
+	if err := os.Mkdir(many, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("long-name-", 12)
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(many, fmt.Sprintf("%s%06d", long, i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := filepath.Join(src, "data.bin")
+	writeRandomFile(t, data, 2<<20, 9)
+	want := fileHash(t, data)
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+
+	a := runDaemon(t, "--hub", h.URL)
+	mpA := a.mountFlist(t, cid)
+	fi, err := os.Stat(filepath.Join(a.Data, "flists", cid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() <= flist.MaxBlockStored {
+		t.Fatalf("the flist is %d bytes, not larger than a block (%d)", fi.Size(), flist.MaxBlockStored)
+	}
+	if got := fileHash(t, filepath.Join(mpA, "data.bin")); got != want {
+		t.Fatal("A read data.bin wrong")
+	}
+	boot := a.bootstrapAddr(t)
+	h.stop(syscall.SIGTERM)
+
+	b := runDaemon(t, "--bootstrap", boot)
+	b.waitPeers(t, 1)
+	start := time.Now()
+	mpB := b.mountFlist(t, cid)
+	t.Logf("B mounted a %.1f MB flist from A in %v", float64(fi.Size())/1e6, time.Since(start).Round(time.Millisecond))
+	ents, err := os.ReadDir(filepath.Join(mpB, "many"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != files || ents[0].Name() != long+"000000" || ents[files-1].Name() != fmt.Sprintf("%s%06d", long, files-1) {
+		t.Errorf("B lists %d entries in many/, want %d", len(ents), files)
+	}
+	if got := fileHash(t, filepath.Join(mpB, "data.bin")); got != want {
+		t.Error("B read data.bin wrong")
+	}
+	if got := fileHash(t, filepath.Join(b.Data, "flists", cid)); got != fileHash(t, filepath.Join(a.Data, "flists", cid)) {
+		t.Error("B's copy of the flist differs from A's")
+	}
+	if st := b.status(t); st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
+		t.Errorf("B fetched %d bytes from the hub, %d from peers; want all from peers", st.Fetched.Hub, st.Fetched.Peers)
 	}
 }

@@ -1,7 +1,7 @@
 // Package p2p is the site's peer-to-peer network: a libp2p host that finds its
 // neighbours (mDNS on the LAN, static bootstrap peers for routed sites, a kad-dht under
-// the private prefix /zosfs), serves the blocks its node holds and fetches blocks from
-// the peers that have them.
+// the private prefix /zosfs), serves the blocks and flist files its node holds and
+// fetches them from the peers that have them.
 //
 // A Node is created with New (which loads or creates its identity and starts nothing),
 // started with Start and stopped with Close; Run is the blocking form of the same. Its
@@ -31,6 +31,21 @@
 // is checked with flist.VerifyBlock; a peer that sends a wrong block, or breaks the wire
 // format (e.g. a response larger than flist.MaxBlockStored), is banned for
 // Config.BanDuration: disconnected, and kept out by the connection gater.
+//
+// # Flist exchange
+//
+// Flist files move over a second protocol, FlistProtocolID (/zosfs/flist/1.0.0), so that
+// `mount <cid>` works with no hub when a neighbour has the flist, whatever its size (an
+// flist of many entries is tens of MiB, far beyond a block's flist.MaxBlockStored). One
+// stream carries one flist: the client sends the 32-byte digest of the flist's CID
+// (BLAKE2b-256 of the file), the server answers a status and, when it has it, the length
+// and the file, streamed from disk (Config.Flists) at Config.ServeRate; flists.go has the
+// format. GetFlist asks one peer at a time, in Get's order (flists are announced in the
+// DHT under their CID, which is flist.BlockCID of that digest), hashes the bytes as they
+// arrive into the caller's file and bounds their size; a peer that sends a file that does
+// not hash to the digest, or breaks the format, is banned like one that sends a wrong
+// block. Each wait on a flist stream is bounded (flistIdleTimeout), the whole transfer by
+// the caller's context.
 //
 // # Finding blocks
 //

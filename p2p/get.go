@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/zosfs/zosfs-agent/flist"
 )
@@ -98,7 +99,7 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cands := n.candidates(ctx, c)
+	cands := n.candidates(ctx, c, ProtocolID)
 
 	type attempt struct {
 		data []byte
@@ -154,15 +155,16 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", hexID(id), ErrNotFound, len(errs), errors.Join(errs...))
 }
 
-// candidates streams the peers to ask for the block named c, in Get's order, until ctx
-// ends; the channel is closed when there is no one left. The DHT lookup starts only
-// when the connected peers are all handed out or after Config.HedgeDelay, so that a
-// block a neighbour has costs no lookup.
-func (n *Node) candidates(ctx context.Context, c cid.Cid) chan peer.AddrInfo {
+// candidates streams the peers to ask for the block (or flist) named c, in Get's order,
+// until ctx ends; the channel is closed when there is no one left. Connected peers are
+// asked only if they speak proto (or may). The DHT lookup starts only when the connected
+// peers are all handed out or after Config.HedgeDelay, so that a block a neighbour has
+// costs no lookup.
+func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) chan peer.AddrInfo {
 	out := make(chan peer.AddrInfo)
 	h := n.host
 	var connected []peer.ID
-	if ps := n.blockPeers(); len(ps) <= askConnectedMax {
+	if ps := n.peersSpeaking(proto); len(ps) <= askConnectedMax {
 		connected = ps
 		rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
 	}
@@ -240,9 +242,9 @@ func (n *Node) candidates(ctx context.Context, c cid.Cid) chan peer.AddrInfo {
 	return out
 }
 
-// blockPeers returns the connected peers that speak the block protocol, or may: those
-// whose protocols identify has not told yet.
-func (n *Node) blockPeers() []peer.ID {
+// peersSpeaking returns the connected peers that speak proto, or may: those whose
+// protocols identify has not told yet.
+func (n *Node) peersSpeaking(proto protocol.ID) []peer.ID {
 	var out []peer.ID
 	ps := n.host.Peerstore()
 	for _, p := range n.host.Network().Peers() {
@@ -250,7 +252,7 @@ func (n *Node) blockPeers() []peer.ID {
 			continue
 		}
 		if protos, err := ps.GetProtocols(p); err == nil && len(protos) > 0 {
-			if yes, err := ps.SupportsProtocols(p, ProtocolID); err != nil || len(yes) == 0 {
+			if yes, err := ps.SupportsProtocols(p, proto); err != nil || len(yes) == 0 {
 				continue
 			}
 		}

@@ -71,9 +71,9 @@ const (
 
 // Sentinel errors; test them with errors.Is.
 var (
-	// ErrNotFound: no peer answered with the block (none has it, or every one that has it
-	// failed or sent a wrong block): fetch it elsewhere.
-	ErrNotFound = errors.New("block not found on peers")
+	// ErrNotFound: no peer answered with the block or flist (none has it, or every one
+	// that has it failed or sent a wrong one): fetch it elsewhere.
+	ErrNotFound = errors.New("not found on peers")
 	// ErrBanned: the peer is banned (it sent a wrong block or broke the protocol).
 	ErrBanned = errors.New("peer banned")
 	// ErrNotStarted: the node has not been started, or has been closed.
@@ -110,6 +110,9 @@ type Config struct {
 	// Blocks is what the node serves to its peers; nil serves nothing (every request is
 	// answered "not found").
 	Blocks BlockStore
+	// Flists is the flist files the node serves to its peers (FlistProtocolID); nil
+	// serves none.
+	Flists FlistStore
 	// MaxInflight bounds the requests in flight to one peer; 0 means DefaultMaxInflight.
 	MaxInflight int
 	// HedgeDelay is how long Get waits for a peer before also asking the next one;
@@ -164,9 +167,10 @@ type Node struct {
 	sessions map[peer.ID]*session
 	opening  map[peer.ID]*opening
 
-	serveMem   chan struct{} // bounds the blocks held in memory for serving, all peers
-	serveBusy  chan struct{} // bounds the blocks read for peers while Busy
-	serveLimit *rate.Limiter // Config.ServeRate; nil without one
+	serveMem    chan struct{} // bounds the blocks held in memory for serving, all peers
+	serveBusy   chan struct{} // bounds the blocks read for peers while Busy
+	serveFlists chan struct{} // bounds the flists served at once, all peers
+	serveLimit  *rate.Limiter // Config.ServeRate; nil without one
 }
 
 // New checks cfg, loads (or creates) the node's identity and returns a node that has not
@@ -185,13 +189,14 @@ func New(cfg Config) (*Node, error) {
 		cfg.BanDuration = DefaultBanDuration
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "p2p"),
-		bans:      newBanList(cfg.BanDuration),
-		sessions:  map[peer.ID]*session{},
-		opening:   map[peer.ID]*opening{},
-		serveMem:  make(chan struct{}, serveMemBlocks),
-		serveBusy: make(chan struct{}, serveWhileBusy),
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "p2p"),
+		bans:        newBanList(cfg.BanDuration),
+		sessions:    map[peer.ID]*session{},
+		opening:     map[peer.ID]*opening{},
+		serveMem:    make(chan struct{}, serveMemBlocks),
+		serveBusy:   make(chan struct{}, serveWhileBusy),
+		serveFlists: make(chan struct{}, serveFlistsMax),
 	}
 	if cfg.ServeRate > 0 {
 		// Room for one block at a time: a block is written whole.
@@ -304,6 +309,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("p2p: host: %w", err)
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
+	n.host.SetStreamHandler(FlistProtocolID, n.handleFlistStream)
 
 	// The DHT's routing table fills with the connected peers that speak its protocol
 	// (bootstrap peers, mDNS peers, peers met in lookups); bootstrapLoop keeps the
@@ -373,6 +379,7 @@ func (n *Node) closeLocked() error {
 	}
 	if n.host != nil {
 		n.host.RemoveStreamHandler(ProtocolID)
+		n.host.RemoveStreamHandler(FlistProtocolID)
 	}
 	if n.dht != nil {
 		if err := n.dht.Close(); err != nil {

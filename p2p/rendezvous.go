@@ -35,7 +35,7 @@ func rendezvousScore(p peer.ID, id []byte) [sha256.Size]byte {
 }
 
 // sitePeers returns the connected peers that are known to speak the block protocol and
-// are not banned: the members of the rendezvous. Unlike blockPeers, a peer whose
+// are not banned: the members of the rendezvous. Unlike peersSpeaking, a peer whose
 // protocols are not known yet is left out, so that nodes agree as soon as identify ran.
 func (n *Node) sitePeers() []peer.ID {
 	if _, ok := n.running(); !ok {

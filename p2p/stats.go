@@ -20,7 +20,11 @@ type Stats struct {
 	FetchedBytes  int64
 	// FetchedBytesByPeer is FetchedBytes by the peer that sent them.
 	FetchedBytesByPeer map[peer.ID]int64
-	// Rejected counts blocks from peers that did not hash to their id.
+	// ServedFlists and FetchedFlists count the flist files sent to peers and the
+	// verified ones obtained from peers (FlistProtocolID).
+	ServedFlists  int64
+	FetchedFlists int64
+	// Rejected counts blocks (and flists) from peers that did not hash to their id.
 	Rejected int64
 	// ProtocolErrors counts peers caught breaking the wire format (each is banned).
 	ProtocolErrors int64
@@ -34,6 +38,7 @@ type counters struct {
 	fetchedBlocks, fetchedBytes atomic.Int64
 	rejected, protocolErrors    atomic.Int64
 	fetchedFor                  atomic.Int64
+	servedFlists, fetchedFlists atomic.Int64
 
 	mu     sync.Mutex
 	byPeer map[peer.ID]int64
@@ -66,6 +71,8 @@ func (n *Node) Stats() Stats {
 		FetchedBlocks:      c.fetchedBlocks.Load(),
 		FetchedBytes:       c.fetchedBytes.Load(),
 		FetchedBytesByPeer: byPeer,
+		ServedFlists:       c.servedFlists.Load(),
+		FetchedFlists:      c.fetchedFlists.Load(),
 		Rejected:           c.rejected.Load(),
 		ProtocolErrors:     c.protocolErrors.Load(),
 		Banned:             n.bans.count(),

@@ -100,3 +100,41 @@ func FuzzReadResponseHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadFlistHeader: any bytes give a header within the bounds of its status, a
+// protocol error, errTooLarge or an I/O error.
+func FuzzReadFlistHeader(f *testing.F) {
+	const max = 1 << 20
+	f.Add(appendFlistHeader(nil, statusOK, 12345))
+	f.Add(appendFlistHeader(nil, statusOK, max+1))
+	f.Add(appendFlistHeader(nil, statusNotFound, 0))
+	f.Add(appendFlistHeader(nil, statusError, 300))
+	f.Add([]byte{0, 0x80, 0x80})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		status, n, err := readFlistHeader(bufio.NewReader(bytes.NewReader(in)), max)
+		if err != nil {
+			if !errors.Is(err, errProtocol) && !errors.Is(err, errTooLarge) && err != io.ErrUnexpectedEOF {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		var bound int64
+		switch status {
+		case statusOK:
+			bound = max
+		case statusError:
+			bound = maxErrorMessage
+		case statusNotFound:
+		default:
+			t.Fatalf("status %d accepted", status)
+		}
+		if n < 0 || n > bound {
+			t.Fatalf("status %d with %d bytes accepted", status, n)
+		}
+		back := appendFlistHeader(nil, status, n)
+		s2, n2, err := readFlistHeader(bufio.NewReader(bytes.NewReader(back)), max)
+		if err != nil || s2 != status || n2 != n {
+			t.Fatalf("re-encoded header reads as %d %d %v", s2, n2, err)
+		}
+	})
+}
