@@ -97,7 +97,13 @@ func (n *Node) GetFlist(ctx context.Context, digest []byte, f FlistFile, max int
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var errs []error
-	for ai := range n.candidates(ctx, c, FlistProtocolID) {
+	cands := n.candidates(ctx, c, FlistProtocolID)
+	for {
+		cands.want()
+		ai, ok := <-cands.C
+		if !ok {
+			break
+		}
 		n.rememberAddrs(ai)
 		if err := f.Truncate(0); err != nil {
 			return fmt.Errorf("p2p: flist %s: %w: %w", c, errWrite, err)

@@ -99,7 +99,8 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cands := n.candidates(ctx, c, ProtocolID)
+	stream := n.candidates(ctx, c, ProtocolID)
+	cands := stream.C
 
 	type attempt struct {
 		data []byte
@@ -118,6 +119,7 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 		var next <-chan peer.AddrInfo
 		if active == 0 || (hedgeDue && active < getParallel) {
 			next = cands
+			stream.want()
 		}
 		select {
 		case ai, ok := <-next:
@@ -158,10 +160,11 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 // candidates streams the peers to ask for the block (or flist) named c, in Get's order,
 // until ctx ends; the channel is closed when there is no one left. Connected peers are
 // asked only if they speak proto (or may). The DHT lookup starts only when the connected
-// peers are all handed out or after Config.HedgeDelay, so that a block a neighbour has
-// costs no lookup.
-func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) chan peer.AddrInfo {
+// peers are all handed out and the caller wants another candidate (candidateStream.want),
+// or after Config.HedgeDelay, so that a block a neighbour has costs no lookup.
+func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) *candidateStream {
 	out := make(chan peer.AddrInfo)
+	need := make(chan struct{}, 1)
 	h := n.host
 	var connected []peer.ID
 	if ps := n.peersSpeaking(proto); len(ps) <= askConnectedMax {
@@ -186,9 +189,6 @@ func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) cha
 			for len(connected) > 0 && (seen[connected[0]] || n.bans.banned(connected[0])) {
 				connected = connected[1:]
 			}
-			if len(connected) == 0 {
-				startLookup()
-			}
 			// Pick the next candidate: a connected provider, a connected peer, any provider.
 			var pick peer.AddrInfo
 			from := 0 // 1: providers[i], 2: connected[0]
@@ -209,7 +209,18 @@ func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) cha
 				pick, from = providers[0], 1
 			}
 			if from == 0 && found == nil {
-				return
+				if lookup {
+					return // the lookup has ended: no one left
+				}
+				// No one at hand: look providers up once another candidate is wanted.
+				select {
+				case <-need:
+				case <-later.C:
+				case <-ctx.Done():
+					return
+				}
+				startLookup()
+				continue
 			}
 			var send chan peer.AddrInfo
 			if from != 0 {
@@ -232,6 +243,10 @@ func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) cha
 					connected = connected[1:]
 				}
 				seen[pick.ID] = true
+				select { // the wish this candidate answers
+				case <-need:
+				default:
+				}
 			case <-later.C:
 				startLookup()
 			case <-ctx.Done():
@@ -239,7 +254,22 @@ func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) cha
 			}
 		}
 	}()
-	return out
+	return &candidateStream{C: out, need: need}
+}
+
+// candidateStream is the peers candidates hands out, on C (closed when there is no one
+// left). Call want before each receive: the DHT lookup waits for a wish that the peers at
+// hand cannot answer.
+type candidateStream struct {
+	C    <-chan peer.AddrInfo
+	need chan struct{}
+}
+
+func (s *candidateStream) want() {
+	select {
+	case s.need <- struct{}{}:
+	default:
+	}
 }
 
 // peersSpeaking returns the connected peers that speak proto, or may: those whose
