@@ -830,7 +830,7 @@ func BenchmarkFetch(b *testing.B) {
 	a := startNode(b, p2p.Config{Blocks: newStore(blocks...)})
 	c := startNode(b, p2p.Config{Bootstrap: []string{loopAddr(b, a)}})
 	waitFor(b, 5*time.Second, "connection", func() bool { return connected(c, a.ID()) })
-	ctx := b.Context()
+	ctx := ctxTimeout(b, 5*time.Minute) // a stall fails the benchmark instead of hanging it
 	b.SetBytes(bytesPer)
 	b.ResetTimer()
 	start := time.Now()
