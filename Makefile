@@ -29,9 +29,12 @@ demo: build
 
 # A short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 20s
+FUZZPKGS ?= ./flist ./p2p
 fuzz:
-	@for t in $$($(GO) test -list 'Fuzz.*' ./flist | grep ^Fuzz); do \
-		echo "== $$t"; $(GO) test ./flist -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x || exit 1; \
+	@for p in $(FUZZPKGS); do \
+		for t in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
+			echo "== $$p $$t"; $(GO) test $$p -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x || exit 1; \
+		done; \
 	done
 
 clean:
