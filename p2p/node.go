@@ -199,7 +199,7 @@ func New(cfg Config) (*Node, error) {
 		serveFlists: make(chan struct{}, serveFlistsMax),
 	}
 	if cfg.ServeRate > 0 {
-		// Room for one block at a time: a block is written whole.
+		// The burst is the largest block: a block is written whole, its tokens taken at once.
 		n.serveLimit = rate.NewLimiter(rate.Limit(cfg.ServeRate), flist.MaxBlockStored)
 	}
 	if len(cfg.PSK) > 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
 
@@ -132,5 +133,44 @@ func TestFirstWave(t *testing.T) {
 	}
 	if _, err := nodes[0].FetchVia(ctx, plain.ID(), blocks[0].id); !errors.Is(err, p2p.ErrNotFound) {
 		t.Errorf("FetchVia from a node without a Fetch hook: %v, want ErrNotFound", err)
+	}
+}
+
+// TestServeRate: a node with Config.ServeRate never sends faster than it (a lower bound on
+// the time, which a shared machine cannot break), and the blocks still arrive whole.
+func TestServeRate(t *testing.T) {
+	blocks := makeBlocks(t, 24, 512<<10)
+	var total int64
+	for _, b := range blocks {
+		total += int64(len(b.data))
+	}
+	const rate = 4 << 20
+	a := startNode(t, p2p.Config{Blocks: newStore(blocks...), ServeRate: rate})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	waitFor(t, 5*time.Second, "connection", func() bool { return connected(c, a.ID()) })
+	ctx := ctxTimeout(t, time.Minute)
+	start := time.Now()
+	errs := make(chan error, len(blocks))
+	for _, b := range blocks {
+		go func() {
+			data, err := c.Fetch(ctx, a.ID(), b.id)
+			if err == nil && !bytes.Equal(data, b.data) {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	for range blocks {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The limiter starts full: its burst is the largest block (flist.MaxBlockStored).
+	min := time.Duration(float64(total-flist.MaxBlockStored) / rate * float64(time.Second))
+	if took := time.Since(start); took < min {
+		t.Errorf("%d bytes served in %v at a rate of %d B/s: faster than the bound allows (%v)", total, took, rate, min)
+	}
+	if got := a.Stats().ServedBytes; got != total {
+		t.Errorf("served %d bytes, want %d", got, total)
 	}
 }
