@@ -131,7 +131,7 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent"), announce: newAnnouncer()}
-	node, err := p2p.New(p2p.Config{
+	pcfg := p2p.Config{
 		DataDir:   cfg.DataDir,
 		Listen:    cfg.Listen,
 		Bootstrap: cfg.Bootstrap,
@@ -139,11 +139,16 @@ func New(cfg Config) (*Daemon, error) {
 		NoMDNS:    cfg.NoMDNS,
 		Blocks:    servedCache{d},
 		Flists:    servedFlists{d},
-		Fetch:     d.fetchForPeer,
 		Busy:      d.busy,
 		ServeRate: cfg.ServeRate,
 		Logger:    cfg.Logger,
-	})
+	}
+	if len(cfg.Hubs) > 0 {
+		// Only a node with hubs can fetch blocks for the site: the others are never
+		// designated fetchers of the first wave.
+		pcfg.Fetch = d.fetchForPeer
+	}
+	node, err := p2p.New(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}

@@ -121,9 +121,10 @@ type Config struct {
 	// BanDuration is how long a misbehaving peer stays banned; 0 means DefaultBanDuration.
 	BanDuration time.Duration
 	// Fetch gets a block this node lacks when a peer asks for it with this node as the
-	// block's designated fetcher (FetchVia, the first wave); nil answers such requests
-	// "not found". It must return verified stored bytes (the agent's resolver: cache,
-	// neighbours, hub, shared with the node's own reads of the block).
+	// block's designated fetcher (FetchVia, the first wave). It must return verified
+	// stored bytes (the agent's resolver: cache, neighbours, hub, shared with the node's
+	// own reads of the block). nil means this node cannot fetch (it has no hub): it is
+	// then never a designated fetcher, and answers such requests "not found".
 	Fetch func(ctx context.Context, id []byte) ([]byte, error)
 	// ServeRate bounds the bytes per second of blocks served to peers, all peers
 	// together; 0 means no bound.
@@ -310,6 +311,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
 	n.host.SetStreamHandler(FlistProtocolID, n.handleFlistStream)
+	if n.cfg.Fetch != nil {
+		// Only advertised (identify tells the peers): see FetcherProtocolID.
+		n.host.SetStreamHandler(FetcherProtocolID, func(s network.Stream) { s.Reset() })
+	}
 
 	// The DHT's routing table fills with the connected peers that speak its protocol
 	// (bootstrap peers, mDNS peers, peers met in lookups); bootstrapLoop keeps the
@@ -380,6 +385,7 @@ func (n *Node) closeLocked() error {
 	if n.host != nil {
 		n.host.RemoveStreamHandler(ProtocolID)
 		n.host.RemoveStreamHandler(FlistProtocolID)
+		n.host.RemoveStreamHandler(FetcherProtocolID)
 	}
 	if n.dht != nil {
 		if err := n.dht.Close(); err != nil {

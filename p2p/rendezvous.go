@@ -5,24 +5,35 @@ import (
 	"crypto/sha256"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
+// FetcherProtocolID is advertised (through identify; no stream is ever served) by the
+// nodes that can fetch blocks for the site (Config.Fetch set: they have a hub), so that
+// only they are designated fetchers.
+const FetcherProtocolID protocol.ID = "/zosfs/fetcher/1.0.0"
+
 // Fetcher names block id's designated fetcher among the site: this node and the
-// connected peers known to speak the block protocol (not banned). It is rendezvous
-// (highest random weight) hashing: every member scores sha256(peer id ‖ block id) and
-// the highest score wins, so nodes that see the same peers agree on one fetcher per
-// block without talking, and a node joining or leaving moves only its own share. When
-// several nodes cold-start the same flist (the first wave), each asks a block's
-// designated fetcher (FetchVia) instead of the hub, and the hub sends each block once.
-// It returns ok = false when this node is the fetcher (or has no peer).
+// connected peers known to be able to fetch (those that advertise FetcherProtocolID; not
+// banned). It is rendezvous (highest random weight) hashing: every member scores
+// sha256(peer id ‖ block id) and the highest score wins, so nodes that see the same
+// peers agree on one fetcher per block without talking, and a node joining or leaving
+// moves only its own share. When several nodes cold-start the same flist (the first
+// wave), each asks a block's designated fetcher (FetchVia) instead of the hub, and the
+// hub sends each block once. It returns ok = false when this node is the fetcher or
+// when no connected peer can fetch.
 func (n *Node) Fetcher(id []byte) (p peer.ID, ok bool) {
-	best, bestScore := n.id, rendezvousScore(n.id, id)
+	var best peer.ID
+	var bestScore [sha256.Size]byte
+	if n.cfg.Fetch != nil {
+		best, bestScore = n.id, rendezvousScore(n.id, id)
+	}
 	for _, q := range n.sitePeers() {
-		if s := rendezvousScore(q, id); bytes.Compare(s[:], bestScore[:]) > 0 {
+		if s := rendezvousScore(q, id); best == "" || bytes.Compare(s[:], bestScore[:]) > 0 {
 			best, bestScore = q, s
 		}
 	}
-	return best, best != n.id
+	return best, best != "" && best != n.id
 }
 
 func rendezvousScore(p peer.ID, id []byte) [sha256.Size]byte {
@@ -34,9 +45,10 @@ func rendezvousScore(p peer.ID, id []byte) [sha256.Size]byte {
 	return s
 }
 
-// sitePeers returns the connected peers that are known to speak the block protocol and
-// are not banned: the members of the rendezvous. Unlike peersSpeaking, a peer whose
-// protocols are not known yet is left out, so that nodes agree as soon as identify ran.
+// sitePeers returns the connected peers, not banned, that are known to be able to fetch
+// for the site (they advertise FetcherProtocolID): the members of the rendezvous besides
+// this node. A peer whose protocols are not known yet is left out, so that nodes agree
+// as soon as identify ran.
 func (n *Node) sitePeers() []peer.ID {
 	if _, ok := n.running(); !ok {
 		return nil
@@ -47,7 +59,7 @@ func (n *Node) sitePeers() []peer.ID {
 		if n.bans.banned(p) {
 			continue
 		}
-		if yes, err := ps.SupportsProtocols(p, ProtocolID); err == nil && len(yes) > 0 {
+		if yes, err := ps.SupportsProtocols(p, FetcherProtocolID); err == nil && len(yes) > 0 {
 			out = append(out, p)
 		}
 	}

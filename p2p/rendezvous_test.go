@@ -134,6 +134,20 @@ func TestFirstWave(t *testing.T) {
 	if _, err := nodes[0].FetchVia(ctx, plain.ID(), blocks[0].id); !errors.Is(err, p2p.ErrNotFound) {
 		t.Errorf("FetchVia from a node without a Fetch hook: %v, want ErrNotFound", err)
 	}
+	// Such a node (it has no hub) is never a designated fetcher, and it sends every
+	// block to one that can fetch.
+	waitFor(t, 10*time.Second, "the node without a hook to learn its peer can fetch", func() bool {
+		_, ok := plain.Fetcher(blocks[0].id)
+		return ok
+	})
+	for _, b := range blocks {
+		if p, ok := plain.Fetcher(b.id); !ok || p == plain.ID() {
+			t.Fatalf("the node without a Fetch hook names %s (ok %v) as a fetcher", p, ok)
+		}
+		if p, _ := nodes[0].Fetcher(b.id); p == plain.ID() {
+			t.Fatalf("a node without a Fetch hook was designated")
+		}
+	}
 }
 
 // TestServeRate: a node with Config.ServeRate never sends faster than it (a lower bound on
