@@ -15,9 +15,8 @@ import (
 	"github.com/zosfs/zosfs-agent/metrics"
 )
 
-// Source gives the stored (encrypted) bytes of a block by id. The cache, the hub client,
-// store routers and (later) peers all are Sources; the resolver chains them with
-// decorators.
+// Source gives the stored (encrypted) bytes of a block by id. The cache, the hub client
+// and store routers are Sources; decorators (rateLimited) wrap them.
 type Source interface {
 	Get(ctx context.Context, id []byte) ([]byte, error)
 }
