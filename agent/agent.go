@@ -143,11 +143,9 @@ func New(cfg Config) (*Daemon, error) {
 		ServeRate: cfg.ServeRate,
 		Logger:    cfg.Logger,
 	}
-	if len(cfg.Hubs) > 0 {
-		// Only a node with hubs can fetch blocks for the site: the others are never
-		// designated fetchers of the first wave.
-		pcfg.Fetch = d.fetchForPeer
-	}
+	// Only a node with somewhere to fetch from (hubs, or the routes of an flist in use)
+	// is a designated fetcher of the first wave: the resolver tells the node (canFetch).
+	pcfg.Fetch = d.fetchForPeer
 	node, err := p2p.New(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
@@ -193,6 +191,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.resolver.peers = d.node
 	d.resolver.peerTimeout = cfg.PeerTimeout
 	d.resolver.latency = &d.lookup
+	d.resolver.canFetch = d.node.SetCanFetch
+	d.resolver.announceFetching()
 	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient,
 		peers: d.node, added: d.announce.add}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,4 +117,32 @@ func TestResolverFirstWave(t *testing.T) {
 			t.Errorf("hub calls %d, fetchers asked %d: want none", hub.calls.Load(), nb.asked.Load())
 		}
 	})
+}
+
+// TestResolverRoutesForPeers: a resolver without hubs fetches for neighbours from the
+// routes of the flists in use, and tells the p2p node whether it can (canFetch) as routes
+// come and go.
+func TestResolverRoutesForPeers(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("through routes"))
+	r, _, stats := newTestResolver() // no hub
+	r.peers = &fakeNeighbours{}
+	var can []bool
+	r.canFetch = func(ok bool) { can = append(can, ok) }
+	r.announceFetching()
+	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
+		t.Fatalf("FetchForPeer with nowhere to fetch from: %v, want errNotFetcher", err)
+	}
+	route := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	done := r.useRoutes(route)
+	got, err := r.FetchForPeer(t.Context(), b.ID)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("FetchForPeer through a route: %v", err)
+	}
+	if route.calls.Load() != 1 || stats.Hub.Load() != int64(len(data)) {
+		t.Errorf("route calls %d, stats hub %d", route.calls.Load(), stats.Hub.Load())
+	}
+	done()
+	if want := []bool{false, true, false}; !slices.Equal(can, want) {
+		t.Errorf("canFetch calls %v, want %v", can, want)
+	}
 }

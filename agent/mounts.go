@@ -34,6 +34,8 @@ type activeMount struct {
 	done   chan struct{} // closed when the mount's Run has returned
 	fl     flist.Flist
 	routes *store.Router
+	// routesDone ends the use of routes by the resolver's fetches for neighbours.
+	routesDone func()
 }
 
 func newMountManager(d *Daemon, state string) *mountManager {
@@ -116,9 +118,15 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 	})
 	if err != nil {
 		fl.Close()
+		if routes != nil {
+			routes.Close()
+		}
 		return err
 	}
 	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, routes: routes}
+	if routes != nil {
+		a.routesDone = m.d.resolver.useRoutes(routes)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	runErr := make(chan error, 1)
@@ -149,6 +157,9 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 
 func (a *activeMount) close() {
 	a.fl.Close()
+	if a.routesDone != nil {
+		a.routesDone()
+	}
 	if a.routes != nil {
 		a.routes.Close()
 	}

@@ -46,6 +46,7 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 	if rs, err := fl.Routes(ctx); err == nil && len(rs) > 0 {
 		if router, err := store.NewRouter(ctx, rs); err == nil {
 			defer router.Close()
+			defer d.resolver.useRoutes(router)()
 			extra = append(extra, router)
 		}
 	}

@@ -94,6 +94,54 @@ type Resolver struct {
 	waiting atomic.Int64
 	// latency, if set, records how long each fetch from outside took, by source.
 	latency *metrics.Latency
+	// canFetch, if set, is told whether the resolver can fetch blocks for neighbours
+	// (it has hubs, or the routes of a mounted or pulled flist): the p2p node advertises
+	// it, so that only such nodes are designated fetchers.
+	canFetch func(bool)
+
+	routesMu sync.Mutex
+	routes   map[*routeSet]struct{} // the routes of the flists in use, for FetchForPeer
+}
+
+// routeSet is one registration of an flist's routes (see useRoutes).
+type routeSet struct{ src Source }
+
+// useRoutes makes src (an flist's routes, while it is mounted or pulled) a source of
+// FetchForPeer too: a node that reads an flist from its routes alone, with no hub of its
+// own, can still fetch that flist's blocks for its neighbours. The returned func ends it.
+func (r *Resolver) useRoutes(src Source) (done func()) {
+	rs := &routeSet{src}
+	r.routesMu.Lock()
+	if r.routes == nil {
+		r.routes = map[*routeSet]struct{}{}
+	}
+	r.routes[rs] = struct{}{}
+	r.routesMu.Unlock()
+	r.announceFetching()
+	return func() {
+		r.routesMu.Lock()
+		delete(r.routes, rs)
+		r.routesMu.Unlock()
+		r.announceFetching()
+	}
+}
+
+// peerSources is what FetchForPeer fetches from: the hubs and the routes in use.
+func (r *Resolver) peerSources() []Source {
+	r.routesMu.Lock()
+	defer r.routesMu.Unlock()
+	out := append([]Source{}, r.remote...)
+	for rs := range r.routes {
+		out = append(out, rs.src)
+	}
+	return out
+}
+
+// announceFetching tells canFetch whether the resolver has anything to fetch from.
+func (r *Resolver) announceFetching() {
+	if r.canFetch != nil {
+		r.canFetch(len(r.peerSources()) > 0)
+	}
 }
 
 // NewResolver returns a resolver over cache and the global remote sources (hubs).
@@ -125,10 +173,11 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 func (r *Resolver) Busy() bool { return r.waiting.Load() > 0 }
 
 // FetchForPeer gets block id for a neighbour that asked this node as the block's
-// designated fetcher (p2p.Config.Fetch): like Fetch, sharing the fetch with the node's
-// own reads of the block, but never passing the request on to another designated fetcher
-// (so requests cannot go round in circles), and only when this node, too, sees itself as
-// the fetcher and has hubs of its own: otherwise the neighbour goes to its hub itself.
+// designated fetcher (p2p.Config.Fetch): like Fetch, from the hubs and the routes of the
+// flists in use (useRoutes), sharing the fetch with the node's own reads of the block,
+// but never passing the request on to another designated fetcher (so requests cannot go
+// round in circles), and only when this node, too, sees itself as the fetcher and has
+// somewhere to fetch from: otherwise the neighbour goes to its hub itself.
 func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
 	if data, err := r.cache.Get(ctx, id); err == nil {
 		return data, nil
@@ -138,11 +187,12 @@ func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) 
 			return nil, fmt.Errorf("block %x: %w: its designated fetcher is %s", id, errNotFetcher, p)
 		}
 	}
-	if len(r.remote) == 0 {
-		return nil, fmt.Errorf("block %x: %w: no hub", id, errNotFetcher)
+	sources := r.peerSources()
+	if len(sources) == 0 {
+		return nil, fmt.Errorf("block %x: %w: no hub and no flist's routes", id, errNotFetcher)
 	}
 	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
-		return r.fetchMissing(ctx, id, nil, false)
+		return r.fetchMissing(ctx, id, sources[len(r.remote):], false)
 	})
 }
 

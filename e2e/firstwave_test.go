@@ -22,18 +22,32 @@ const (
 )
 
 // TestFirstWave: five daemons on loopback, connected to each other, cold-start the same
-// ~200 MiB flist at the same moment. They agree on one designated fetcher per block
-// (rendezvous hashing over the site), so the hub sends each block about once: the bytes
-// all five fetched from the hub are at most 1.1× the flist's unique stored bytes. Every
-// byte read matches the source.
+// flist at the same moment. They agree on one designated fetcher per block (rendezvous
+// hashing over the site), so the hub sends each block about once: the bytes all five
+// fetched from the hub are at most 1.1× the flist's unique stored bytes. Every byte read
+// matches the source. Twice: daemons with --hub (~200 MiB), and daemons with no hub that
+// read through the flist's routes (mounted by URL; a smaller flist).
 func TestFirstWave(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		withHub bool
+		files   int
+	}{
+		{"hubs", true, firstWaveFiles},
+		{"routes only", false, firstWaveFiles / 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFirstWave(t, tc.withHub, tc.files) })
+	}
+}
+
+func testFirstWave(t *testing.T, withHub bool, files int) {
 	needFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	want := map[string][sha256.Size]byte{}
 	rng := rand.NewChaCha8([32]byte{'w', 'a', 'v', 'e'})
 	buf := make([]byte, firstWaveFileSize)
-	for i := range firstWaveFiles {
+	for i := range files {
 		rng.Read(buf)
 		name := fmt.Sprintf("f%02d", i)
 		if err := os.WriteFile(filepath.Join(src, name), buf, 0o644); err != nil {
@@ -43,13 +57,20 @@ func TestFirstWave(t *testing.T) {
 	}
 	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
 	unique := dirBytes(t, filepath.Join(h.data, "blocks"))
+	ref := cid
+	if !withHub {
+		ref = h.URL + "/flists/" + cid // the flist's routes name the hub's blocks
+	}
 
 	// A full mesh, each daemon bootstrapped to those started before it.
 	const n = 5
 	var daemons []*testDaemon
 	var boot []string
 	for range n {
-		args := []string{"--hub", h.URL}
+		var args []string
+		if withHub {
+			args = append(args, "--hub", h.URL)
+		}
 		for _, b := range boot {
 			args = append(args, "--bootstrap", b)
 		}
@@ -62,9 +83,8 @@ func TestFirstWave(t *testing.T) {
 	}
 	mounts := make([]string, n)
 	for i, d := range daemons {
-		mounts[i] = d.mountFlist(t, cid)
+		mounts[i] = d.mountFlist(t, ref)
 	}
-
 	start := make(chan struct{})
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -96,7 +116,7 @@ func TestFirstWave(t *testing.T) {
 	}
 	ratio := float64(fromHub) / float64(unique)
 	t.Logf("5 daemons read %d MiB each in %v: the hub sent %.2f× the unique %d bytes; peers %d bytes",
-		firstWaveFiles*firstWaveFileSize>>20, time.Since(began).Round(time.Millisecond), ratio, unique, fromPeers)
+		files*firstWaveFileSize>>20, time.Since(began).Round(time.Millisecond), ratio, unique, fromPeers)
 	if ratio > 1.1 {
 		t.Errorf("the hub sent %d bytes for %d unique ones (%.2f×, want ≤ 1.1×)", fromHub, unique, ratio)
 	}

@@ -62,9 +62,9 @@
 //
 // When several nodes cold-start the same flist at once, no neighbour has a block yet and
 // each would fetch it from the hub. Fetcher names one designated fetcher per block by
-// rendezvous hashing over the site (this node and its connected peers that can fetch,
-// i.e. have a hub: they advertise FetcherProtocolID): nodes that see the same peers agree
-// without talking. A node asks a block's
+// rendezvous hashing over the site (this node and its connected peers that can fetch —
+// a hub, or an flist's routes, to fetch from — and advertise FetcherProtocolID): nodes
+// that see the same peers agree without talking. A node asks a block's
 // fetcher with FetchVia; the fetcher, lacking the block, gets it through Config.Fetch
 // (the agent's resolver, shared with its own reads) and answers. So the hub sends each
 // block about once. A fetcher never passes such a request on (no cycles); when views of

@@ -172,6 +172,7 @@ type Node struct {
 	serveBusy   chan struct{} // bounds the blocks read for peers while Busy
 	serveFlists chan struct{} // bounds the flists served at once, all peers
 	serveLimit  *rate.Limiter // Config.ServeRate; nil without one
+	canFetch    atomic.Bool   // see SetCanFetch
 }
 
 // New checks cfg, loads (or creates) the node's identity and returns a node that has not
@@ -199,6 +200,7 @@ func New(cfg Config) (*Node, error) {
 		serveBusy:   make(chan struct{}, serveWhileBusy),
 		serveFlists: make(chan struct{}, serveFlistsMax),
 	}
+	n.canFetch.Store(cfg.Fetch != nil)
 	if cfg.ServeRate > 0 {
 		// The burst is the largest block: a block is written whole, its tokens taken at once.
 		n.serveLimit = rate.NewLimiter(rate.Limit(cfg.ServeRate), flist.MaxBlockStored)
@@ -311,9 +313,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
 	n.host.SetStreamHandler(FlistProtocolID, n.handleFlistStream)
-	if n.cfg.Fetch != nil {
-		// Only advertised (identify tells the peers): see FetcherProtocolID.
-		n.host.SetStreamHandler(FetcherProtocolID, func(s network.Stream) { s.Reset() })
+	if n.canFetch.Load() {
+		n.advertiseFetcher(true)
 	}
 
 	// The DHT's routing table fills with the connected peers that speak its protocol

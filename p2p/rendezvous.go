@@ -4,14 +4,38 @@ import (
 	"bytes"
 	"crypto/sha256"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // FetcherProtocolID is advertised (through identify; no stream is ever served) by the
-// nodes that can fetch blocks for the site (Config.Fetch set: they have a hub), so that
-// only they are designated fetchers.
+// nodes that can fetch blocks for the site (SetCanFetch), so that only they are
+// designated fetchers.
 const FetcherProtocolID protocol.ID = "/zosfs/fetcher/1.0.0"
+
+// SetCanFetch says whether this node can fetch blocks for the site now (its Config.Fetch
+// has a hub or an flist's routes to fetch from; true from the start when Config.Fetch is
+// set). Only such nodes are designated fetchers: they advertise FetcherProtocolID, and
+// identify tells the peers when that changes. A node without Config.Fetch never can.
+func (n *Node) SetCanFetch(can bool) {
+	can = can && n.cfg.Fetch != nil
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.canFetch.Swap(can) != can && n.started.Load() && !n.closed.Load() {
+		n.advertiseFetcher(can)
+	}
+}
+
+// advertiseFetcher adds or removes the FetcherProtocolID handler (it serves nothing:
+// the protocol is only a mark that identify shows the peers).
+func (n *Node) advertiseFetcher(can bool) {
+	if can {
+		n.host.SetStreamHandler(FetcherProtocolID, func(s network.Stream) { s.Reset() })
+	} else {
+		n.host.RemoveStreamHandler(FetcherProtocolID)
+	}
+}
 
 // Fetcher names block id's designated fetcher among the site: this node and the
 // connected peers known to be able to fetch (those that advertise FetcherProtocolID; not
@@ -25,7 +49,7 @@ const FetcherProtocolID protocol.ID = "/zosfs/fetcher/1.0.0"
 func (n *Node) Fetcher(id []byte) (p peer.ID, ok bool) {
 	var best peer.ID
 	var bestScore [sha256.Size]byte
-	if n.cfg.Fetch != nil {
+	if n.canFetch.Load() {
 		best, bestScore = n.id, rendezvousScore(n.id, id)
 	}
 	for _, q := range n.sitePeers() {
