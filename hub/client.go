@@ -152,8 +152,20 @@ func blockPath(id []byte) string {
 	return "/blocks/" + x[:2] + "/" + x
 }
 
+// checkBlockID refuses ids no block can have (v2 ids are 32 bytes, legacy ones 16) before
+// anything is sent: the hub would only answer 404.
+func checkBlockID(id []byte) error {
+	if len(id) != 32 && len(id) != 16 {
+		return fmt.Errorf("hub: invalid block id of %d bytes", len(id))
+	}
+	return nil
+}
+
 // GetBlock fetches a block and verifies it against its id.
 func (c *Client) GetBlock(ctx context.Context, id []byte) ([]byte, error) {
+	if err := checkBlockID(id); err != nil {
+		return nil, err
+	}
 	resp, err := c.do(ctx, http.MethodGet, blockPath(id), nil, "", false)
 	if err != nil {
 		return nil, err
@@ -177,6 +189,9 @@ func (c *Client) GetBlock(ctx context.Context, id []byte) ([]byte, error) {
 
 // HasBlock reports whether the hub holds a block.
 func (c *Client) HasBlock(ctx context.Context, id []byte) (bool, error) {
+	if err := checkBlockID(id); err != nil {
+		return false, err
+	}
 	resp, err := c.do(ctx, http.MethodHead, blockPath(id), nil, "", false)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -190,6 +205,9 @@ func (c *Client) HasBlock(ctx context.Context, id []byte) (bool, error) {
 
 // PutBlock stores a block on the hub, which checks that data hashes to id.
 func (c *Client) PutBlock(ctx context.Context, id, data []byte) error {
+	if err := checkBlockID(id); err != nil {
+		return err
+	}
 	resp, err := c.do(ctx, http.MethodPut, blockPath(id), bytes.NewReader(data), octetStream, true)
 	if err != nil {
 		return err

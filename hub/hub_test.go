@@ -659,3 +659,24 @@ func TestS3(t *testing.T) {
 		t.Error("the refused block is in the bucket")
 	}
 }
+
+// TestClientConformance runs the block store conformance suite against the hub client
+// talking to a real hub (which checks every block it is given against its id).
+func TestClientConformance(t *testing.T) {
+	storetest.RunVerified(t, func(t *testing.T) store.Store {
+		return clientStore{startHub(t, hub.Config{Token: token}).Client}
+	})
+}
+
+// clientStore is the hub client as a store.Store.
+type clientStore struct{ *hub.Client }
+
+func (c clientStore) Get(ctx context.Context, id []byte) ([]byte, error) {
+	data, err := c.GetBlock(ctx, id)
+	if errors.Is(err, hub.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	return data, err
+}
+
+func (c clientStore) Close() error { return nil }

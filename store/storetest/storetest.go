@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/crypto/blake2b"
+
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -25,14 +27,30 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	run(t, func(t *testing.T) (store.Store, Putter) {
 		s := newStore(t)
 		return s, s
-	}, false)
+	}, false, false)
 }
 
 // RunReadOnly runs the suite on a read-only store: newStore returns the store and a
 // Putter whose blocks the store then serves. Put on the store must fail with
 // store.ErrReadOnly.
 func RunReadOnly(t *testing.T, newStore func(t *testing.T) (s store.Store, seed Putter)) {
-	run(t, newStore, true)
+	run(t, newStore, true, false)
+}
+
+// RunVerified is Run for stores that check every block against its id (a hub): every
+// block the suite puts is content-addressed (see RunVerifiedReadOnly).
+func RunVerified(t *testing.T, newStore func(t *testing.T) store.Store) {
+	run(t, func(t *testing.T) (store.Store, Putter) {
+		s := newStore(t)
+		return s, s
+	}, false, true)
+}
+
+// RunVerifiedReadOnly is RunReadOnly for sources that check every block against its id
+// (the site's peers): every block the suite seeds is content-addressed (its id is the
+// BLAKE2b of its bytes, 256 bits or 128 for a legacy id), as flist.VerifyBlock wants.
+func RunVerifiedReadOnly(t *testing.T, newStore func(t *testing.T) (s store.Store, seed Putter)) {
+	run(t, newStore, true, true)
 }
 
 // ID returns a random block id of n bytes whose first byte is first (if first >= 0).
@@ -51,7 +69,27 @@ func Bytes(n int) []byte {
 	return b
 }
 
-func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOnly bool) {
+// contentID is the id of a content-addressed block of data: its BLAKE2b of n bytes.
+func contentID(n int, data []byte) []byte {
+	h, _ := blake2b.New(n, nil)
+	h.Write(data)
+	return h.Sum(nil)
+}
+
+func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOnly, content bool) {
+	// block returns a block of size random bytes with an id of n bytes whose first byte
+	// is first (if first >= 0): random, or content-addressed (then found by trying).
+	block := func(n, size, first int) (id, data []byte) {
+		for {
+			data = Bytes(size)
+			if !content {
+				return ID(n, first), data
+			}
+			if id = contentID(n, data); first < 0 || int(id[0]) == first {
+				return id, data
+			}
+		}
+	}
 	open := func(t *testing.T) (store.Store, Putter) {
 		t.Helper()
 		s, p := newStore(t)
@@ -92,7 +130,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 	t.Run("RoundTrip", func(t *testing.T) {
 		s, p := open(t)
 		for _, n := range []int{32, 16} { // v2 and legacy ids
-			id, data := ID(n, -1), Bytes(1000)
+			id, data := block(n, 1000, -1)
 			put(t, p, id, data)
 			get(t, s, id, data)
 			has(t, s, id, true)
@@ -102,7 +140,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 	t.Run("AllFirstBytes", func(t *testing.T) {
 		s, p := open(t)
 		for _, first := range []int{0x00, 0x7f, 0x80, 0xff} {
-			id, data := ID(32, first), Bytes(100)
+			id, data := block(32, 100, first)
 			put(t, p, id, data)
 			get(t, s, id, data)
 		}
@@ -124,7 +162,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 
 	t.Run("PutTwice", func(t *testing.T) {
 		s, p := open(t)
-		id, data := ID(32, -1), Bytes(4096)
+		id, data := block(32, 4096, -1)
 		put(t, p, id, data)
 		put(t, p, id, data)
 		get(t, s, id, data)
@@ -133,7 +171,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 
 	t.Run("LargeBlock", func(t *testing.T) {
 		s, p := open(t)
-		id, data := ID(32, -1), Bytes(600<<10)
+		id, data := block(32, 600<<10, -1)
 		put(t, p, id, data)
 		get(t, s, id, data)
 	})
@@ -143,7 +181,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 		const nBlocks, nWorkers, rounds = 8, 16, 4
 		ids, datas := make([][]byte, nBlocks), make([][]byte, nBlocks)
 		for i := range ids {
-			ids[i], datas[i] = ID(32, -1), Bytes(20<<10+i)
+			ids[i], datas[i] = block(32, 20<<10+i, -1)
 			put(t, p, ids[i], datas[i])
 		}
 		errs := make(chan error, nWorkers*rounds*nBlocks)
@@ -175,8 +213,8 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 
 	t.Run("Cancelled", func(t *testing.T) {
 		s, p := open(t)
-		id := ID(32, -1)
-		put(t, p, id, Bytes(100))
+		id, data := block(32, 100, -1)
+		put(t, p, id, data)
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if _, err := s.Get(ctx, id); !errors.Is(err, context.Canceled) {
