@@ -94,12 +94,6 @@ func (s *store) GetBlock(_ context.Context, b flist.Block) ([]byte, error) {
 	return flist.DecodeBlock(b, data)
 }
 
-func (s *store) resetCalls() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.calls = nil
-}
-
 // callIndexes returns the indexes in blocks of the blocks asked for so far, in order.
 func (s *store) callIndexes(blocks []flist.Block) []int {
 	s.mu.Lock()
