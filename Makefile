@@ -4,7 +4,7 @@ BIN     := bin/zosfs-agent
 # The shipped binary is static: the SQLite driver is pure Go.
 export CGO_ENABLED ?= 0
 
-.PHONY: build test bench demo fuzz vet clean
+.PHONY: build test bench demo fuzz vet lint clean
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/zosfs-agent
@@ -15,6 +15,10 @@ test:
 
 vet:
 	$(GO) vet ./...
+
+# go vet plus staticcheck (fetched through the module proxy on first use).
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
 
 # Ratios against baselines measured in the same run; results go to docs/BENCHMARKS.md.
 # bench-mount.sh needs root and /dev/fuse; bench-site.sh's part B needs root, ip and tc
