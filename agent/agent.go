@@ -268,7 +268,7 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		Pinned:   pinned,
 		Cache:    api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
 		Fetched:  api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
-		Served:   api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks, FetchedFor: ns.FetchedFor},
+		Served:   api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks, FetchedFor: ns.FetchedFor, Flists: ns.ServedFlists},
 		Rejected: ns.Rejected,
 		Banned:   ns.Banned,
 		Hubs:     append([]string{}, d.cfg.Hubs...),
@@ -286,7 +286,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 	return metrics.Snapshot{
 		FetchedBytes: map[string]int64{"cache": d.fetched.Cache.Load(), "peers": d.fetched.Peers.Load(), "hub": d.fetched.Hub.Load()},
 		PeerBytes:    peerBytes,
-		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, Rejected: ns.Rejected,
+		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, ServedFlists: ns.ServedFlists, Rejected: ns.Rejected,
 		CacheBytes: cs.Bytes, CacheBlocks: cs.Blocks, CacheMax: cs.Max,
 		Peers: len(d.node.Peers()), Mounts: len(d.mounts.list()),
 		Lookup: d.lookup.Snapshot(),

@@ -212,4 +212,7 @@ func TestLargeFlistFromNeighbour(t *testing.T) {
 	if st := b.status(t); st.Fetched.Hub != 0 || st.Fetched.Peers == 0 {
 		t.Errorf("B fetched %d bytes from the hub, %d from peers; want all from peers", st.Fetched.Hub, st.Fetched.Peers)
 	}
+	if st := a.status(t); st.Served.Flists < 1 {
+		t.Errorf("A's status says it served %d flists, want at least 1", st.Served.Flists)
+	}
 }

@@ -19,6 +19,7 @@ type Snapshot struct {
 	PeerBytes    map[string]int64
 	ServedBytes  int64 // bytes of blocks sent to neighbours
 	ServedBlocks int64 // blocks sent to neighbours
+	ServedFlists int64 // flist files sent to neighbours
 	Rejected     int64 // blocks from peers that did not match their id
 	CacheBytes   int64
 	CacheBlocks  int64
@@ -35,6 +36,7 @@ var (
 	descPeerBytes    = prometheus.NewDesc("zosfs_peer_fetched_bytes_total", "Bytes of verified blocks obtained from each neighbour.", []string{"peer"}, nil)
 	descServedBytes  = prometheus.NewDesc("zosfs_served_bytes_total", "Bytes of blocks sent to neighbours.", nil, nil)
 	descServedBlocks = prometheus.NewDesc("zosfs_served_blocks_total", "Blocks sent to neighbours.", nil, nil)
+	descServedFlists = prometheus.NewDesc("zosfs_served_flists_total", "Flist files sent to neighbours.", nil, nil)
 	descRejected     = prometheus.NewDesc("zosfs_rejected_blocks_total", "Blocks from neighbours that did not match their id.", nil, nil)
 	descCacheBytes   = prometheus.NewDesc("zosfs_cache_bytes", "Bytes held in the block cache.", nil, nil)
 	descCacheBlocks  = prometheus.NewDesc("zosfs_cache_blocks", "Blocks held in the block cache.", nil, nil)
@@ -48,7 +50,7 @@ var (
 type collector struct{ snapshot func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks,
+	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks, descServedFlists,
 		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descLookup} {
 		ch <- d
 	}
@@ -64,6 +66,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descServedBytes, prometheus.CounterValue, float64(s.ServedBytes))
 	ch <- prometheus.MustNewConstMetric(descServedBlocks, prometheus.CounterValue, float64(s.ServedBlocks))
+	ch <- prometheus.MustNewConstMetric(descServedFlists, prometheus.CounterValue, float64(s.ServedFlists))
 	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected))
 	ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(s.CacheBytes))
 	ch <- prometheus.MustNewConstMetric(descCacheBlocks, prometheus.GaugeValue, float64(s.CacheBlocks))

@@ -19,7 +19,7 @@ func TestHandler(t *testing.T) {
 		return metrics.Snapshot{
 			FetchedBytes: map[string]int64{"hub": 1234, "peers": 56},
 			PeerBytes:    map[string]int64{"12D3KooWpeer": 56},
-			ServedBytes:  789, ServedBlocks: 3, Rejected: 1, CacheBytes: 1290, CacheBlocks: 4, Peers: 2, Mounts: 1,
+			ServedBytes:  789, ServedBlocks: 3, ServedFlists: 2, Rejected: 1, CacheBytes: 1290, CacheBlocks: 4, Peers: 2, Mounts: 1,
 			Lookup: lookup.Snapshot(),
 		}
 	}))
@@ -36,6 +36,7 @@ func TestHandler(t *testing.T) {
 		`zosfs_peer_fetched_bytes_total{peer="12D3KooWpeer"} 56`,
 		`zosfs_served_bytes_total 789`,
 		`zosfs_served_blocks_total 3`,
+		`zosfs_served_flists_total 2`,
 		`zosfs_rejected_blocks_total 1`,
 		`zosfs_cache_bytes 1290`,
 		`zosfs_peers 2`,

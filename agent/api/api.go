@@ -73,6 +73,8 @@ type Served struct {
 	// FetchedFor counts the blocks (among Blocks) this daemon fetched for neighbours
 	// as their designated fetcher (the first wave).
 	FetchedFor int64 `json:"fetched_for"`
+	// Flists counts the flist files sent to neighbours.
+	Flists int64 `json:"flists"`
 }
 
 // PullRequest asks the daemon to fetch every block of an flist and pin it.

@@ -46,7 +46,7 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s)\n", humanBytes(st.Cache.Bytes), st.Cache.Blocks, max)
 			fmt.Fprintf(w, "fetched:  %s from cache, %s from peers, %s from hubs\n",
 				humanBytes(st.Fetched.Cache), humanBytes(st.Fetched.Peers), humanBytes(st.Fetched.Hub))
-			fmt.Fprintf(w, "served:   %s in %d blocks (%d fetched for neighbours)\n", humanBytes(st.Served.Bytes), st.Served.Blocks, st.Served.FetchedFor)
+			fmt.Fprintf(w, "served:   %s in %d blocks (%d fetched for neighbours), %d flists\n", humanBytes(st.Served.Bytes), st.Served.Blocks, st.Served.FetchedFor, st.Served.Flists)
 			if st.Rejected > 0 || st.Banned > 0 {
 				fmt.Fprintf(w, "rejected: %d wrong blocks from neighbours; %d neighbours banned now\n", st.Rejected, st.Banned)
 			}
