@@ -194,7 +194,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.resolver.canFetch = d.node.SetCanFetch
 	d.resolver.announceFetching()
 	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient,
-		peers: d.node, added: d.announce.add}
+		peers: d.node, added: d.announce.add, peerFirst: cfg.PeerTimeout}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
 
 	// The node serves the cache and the flists from its start: everything it reaches is

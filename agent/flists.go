@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -37,6 +38,9 @@ type flistStore struct {
 	peers flistPeers
 	// added, if set, is told the digest of each flist stored, to announce it.
 	added func(digest []byte)
+	// peerFirst bounds the try of the neighbours before the hubs (Config.PeerTimeout);
+	// 0 asks the hubs first.
+	peerFirst time.Duration
 }
 
 // flistPeers fetches flist files from neighbours (the p2p node).
@@ -196,6 +200,17 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 		return c, nil
 	}
 	var errs []error
+	// Neighbours first, for at most peerFirst when there are hubs to fall back on: an
+	// flist a neighbour holds costs the uplink nothing.
+	if s.peers != nil && len(s.hubs) > 0 && s.peerFirst > 0 {
+		pctx, cancel := context.WithTimeout(ctx, s.peerFirst)
+		_, err := s.fromPeers(pctx, c)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("neighbours, within %v: %w", s.peerFirst, err))
+	}
 	for _, h := range s.hubs {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(h.GetFlist(ctx, c.String(), pw)) }()
@@ -206,7 +221,7 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 		}
 		errs = append(errs, fmt.Errorf("hub %s: %w", h, err))
 	}
-	if s.peers != nil {
+	if s.peers != nil { // the hubs failed (or there are none): the neighbours, unhurried
 		if _, err := s.fromPeers(ctx, c); err == nil {
 			return c, nil
 		} else {

@@ -41,8 +41,9 @@ func (d *testDaemon) waitPeers(t *testing.T, n int) {
 
 // TestNeighboursFirst: three daemons and a hub on loopback. A mounts and reads an flist;
 // then B and C read the same files: every byte matches and the hub sends them nothing —
-// their blocks come from A. With the hub stopped, a fourth daemon that knows no hub
-// mounts the flist by CID and reads all that A had, from its neighbours alone.
+// their blocks, and the flist itself, come from A. With the hub stopped, a fourth daemon
+// that knows no hub mounts the flist by CID and reads all that A had, from its
+// neighbours alone.
 func TestNeighboursFirst(t *testing.T) {
 	needFUSE(t)
 	h := runHub(t)
@@ -68,8 +69,9 @@ func TestNeighboursFirst(t *testing.T) {
 			t.Errorf("%s fetched %d bytes from the hub and %d from peers; want 0 from the hub", name, st.Fetched.Hub, st.Fetched.Peers)
 		}
 	}
-	if st := a.status(t); st.Served.Bytes == 0 || st.Served.Blocks == 0 {
-		t.Errorf("A served %d bytes in %d blocks, want some", st.Served.Bytes, st.Served.Blocks)
+	if st := a.status(t); st.Served.Bytes == 0 || st.Served.Blocks == 0 || st.Served.Flists != 2 {
+		t.Errorf("A served %d bytes in %d blocks and %d flists; want some, and the flist to B and C (neighbours before the hub)",
+			st.Served.Bytes, st.Served.Blocks, st.Served.Flists)
 	}
 	if out := a.cli(t, "peers"); !strings.Contains(out, "2 peers") {
 		t.Errorf("A's peers:\n%s", out)
