@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -70,9 +69,7 @@ func newInspectCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(in)
+				return printJSON(w, in)
 			}
 			fmt.Fprintf(w, "cid:      %s\nformat:   %s\n", in.CID, in.Format)
 			fmt.Fprintf(w, "entries:  %d (", in.Entries)

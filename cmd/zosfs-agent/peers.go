@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -25,9 +24,7 @@ func newPeersCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st.Peers)
+				return printJSON(w, st.Peers)
 			}
 			fmt.Fprintf(w, "this node: %s\n", st.PeerID)
 			for _, a := range st.Addrs {
