@@ -486,6 +486,20 @@ func (s *Server) listFlists(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.cat.list())
 }
 
+// named finds the flist name points at; when the name is invalid (400) or names nothing
+// (404) it answers the request itself and returns ok = false.
+func (s *Server) named(w http.ResponseWriter, r *http.Request, name string) (nameRecord, flistRecord, bool) {
+	if err := ValidName(name); err != nil {
+		s.refuse(w, r, http.StatusBadRequest, err.Error())
+		return nameRecord{}, flistRecord{}, false
+	}
+	n, rec, ok := s.cat.name(name)
+	if !ok {
+		http.Error(w, "no flist named "+name, http.StatusNotFound)
+	}
+	return n, rec, ok
+}
+
 // getNamedFile serves /USER/NAME.fl and /USER/NAME.fl.md5, as the 0-hub does.
 func (s *Server) getNamedFile(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
@@ -497,14 +511,8 @@ func (s *Server) getNamedFile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	name := r.PathValue("user") + "/" + base
-	if err := ValidName(name); err != nil {
-		s.refuse(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	n, rec, ok := s.cat.name(name)
+	n, rec, ok := s.named(w, r, r.PathValue("user")+"/"+base)
 	if !ok {
-		http.Error(w, "no flist named "+name, http.StatusNotFound)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-cache") // names move
@@ -518,13 +526,8 @@ func (s *Server) getNamedFile(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getName(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("user") + "/" + r.PathValue("name")
-	if err := ValidName(name); err != nil {
-		s.refuse(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	n, rec, ok := s.cat.name(name)
+	n, rec, ok := s.named(w, r, name)
 	if !ok {
-		http.Error(w, "no flist named "+name, http.StatusNotFound)
 		return
 	}
 	writeJSON(w, http.StatusOK, FlistInfo{Name: name, CID: n.CID, Size: rec.Size, Updated: n.Updated})
