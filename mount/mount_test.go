@@ -382,48 +382,55 @@ func fileBlocks(t *testing.T, fl flist.Flist, p string) []flist.Block {
 	return blocks
 }
 
-// TestReadOneByte: one byte in the middle of a multi-block file costs exactly the block
-// that holds it.
-func TestReadOneByte(t *testing.T) {
+// bigMount is a mount of a tree holding one file, "big", of random bytes, read from the
+// flist's own store (which records the blocks asked for), with "big" open.
+type bigMount struct {
+	*running
+	f      *os.File
+	data   []byte
+	blocks []flist.Block
+	s      *store
+}
+
+// mountBig mounts a tree whose file "big" has size random bytes and opens it.
+func mountBig(t *testing.T, size int) bigMount {
+	t.Helper()
 	requireFUSE(t)
-	dir, data := bigTree(t, 6*flist.BlockSize+777)
+	dir, data := bigTree(t, size)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
-	blocks := fileBlocks(t, fl, "big")
-	m := startMount(t, mount.Config{Flist: fl, Blocks: s})
-
-	f, err := os.Open(filepath.Join(m.Mountpoint(), "big"))
+	b := bigMount{data: data, blocks: fileBlocks(t, fl, "big"), s: s}
+	b.running = startMount(t, mount.Config{Flist: fl, Blocks: s})
+	f, err := os.Open(filepath.Join(b.Mountpoint(), "big"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	b.f = f
+	return b
+}
+
+// TestReadOneByte: one byte in the middle of a multi-block file costs exactly the block
+// that holds it.
+func TestReadOneByte(t *testing.T) {
+	big := mountBig(t, 6*flist.BlockSize+777)
 	off := int64(3*flist.BlockSize + flist.BlockSize/2)
 	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
+	if _, err := big.f.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
-	if b[0] != data[off] {
-		t.Errorf("byte at %d is %#x, want %#x", off, b[0], data[off])
+	if b[0] != big.data[off] {
+		t.Errorf("byte at %d is %#x, want %#x", off, b[0], big.data[off])
 	}
-	if got := s.callIndexes(blocks); !slices.Equal(got, []int{3}) {
+	if got := big.s.callIndexes(big.blocks); !slices.Equal(got, []int{3}) {
 		t.Errorf("blocks fetched: %v, want [3]", got)
 	}
 }
 
 // TestRandomReads: scattered reads fetch the blocks they touch and nothing more.
 func TestRandomReads(t *testing.T) {
-	requireFUSE(t)
-	dir, data := bigTree(t, 40*flist.BlockSize+12345)
-	path, s := pack(t, dir)
-	fl := openFlist(t, path)
-	blocks := fileBlocks(t, fl, "big")
-	m := startMount(t, mount.Config{Flist: fl, Blocks: s})
-
-	f, err := os.Open(filepath.Join(m.Mountpoint(), "big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	big := mountBig(t, 40*flist.BlockSize+12345)
+	f, data := big.f, big.data
 	// No kernel read-ahead either: only what is asked for.
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
 		t.Fatal(err)
@@ -439,7 +446,7 @@ func TestRandomReads(t *testing.T) {
 			t.Errorf("block %d: wrong bytes", i)
 		}
 	}
-	got := s.callIndexes(blocks)
+	got := big.s.callIndexes(big.blocks)
 	if !slices.Equal(got, want) {
 		t.Errorf("blocks fetched: %v, want %v", got, want)
 	}
@@ -448,18 +455,8 @@ func TestRandomReads(t *testing.T) {
 // TestSequentialPrefetch: a sequential reader gets blocks fetched ahead of it, in
 // parallel, each block once, and the right bytes; the last block is short.
 func TestSequentialPrefetch(t *testing.T) {
-	requireFUSE(t)
-	dir, data := bigTree(t, 40*flist.BlockSize+4321) // 20 MiB and a bit
-	path, s := pack(t, dir)
-	fl := openFlist(t, path)
-	blocks := fileBlocks(t, fl, "big")
-	m := startMount(t, mount.Config{Flist: fl, Blocks: s})
-
-	f, err := os.Open(filepath.Join(m.Mountpoint(), "big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	big := mountBig(t, 40*flist.BlockSize+4321) // 20 MiB and a bit
+	f, data, blocks, s := big.f, big.data, big.blocks, big.s
 	var got bytes.Buffer
 	buf := make([]byte, 128<<10)
 	// Read the first 1.5 MiB (blocks 0-2).
@@ -1201,18 +1198,9 @@ func runHelper() int {
 // TestStopWithOpenFile: Run returns, within a bounded time, even while a file is open on
 // the mount (the unmount is then lazy), and the mount is gone from the mount table.
 func TestStopWithOpenFile(t *testing.T) {
-	requireFUSE(t)
-	dir, data := bigTree(t, 2*flist.BlockSize)
-	path, s := pack(t, dir)
-	fl := openFlist(t, path)
-	m := startMount(t, mount.Config{Flist: fl, Blocks: s})
-	f, err := os.Open(filepath.Join(m.Mountpoint(), "big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	m := mountBig(t, 2*flist.BlockSize)
 	b := make([]byte, 10)
-	if _, err := f.ReadAt(b, 0); err != nil || !bytes.Equal(b, data[:10]) {
+	if _, err := m.f.ReadAt(b, 0); err != nil || !bytes.Equal(b, m.data[:10]) {
 		t.Fatalf("read: %v", err)
 	}
 	start := time.Now()
