@@ -29,30 +29,6 @@ func legacyManifestLines(ctx context.Context, f Flist) ([]string, error) {
 	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n"), nil
 }
 
-// legacyCompareLines reports the first few differences between two listings.
-func legacyCompareLines(t *testing.T, got, want []string) {
-	t.Helper()
-	diffs := 0
-	for i := 0; i < len(got) || i < len(want); i++ {
-		var g, w string
-		if i < len(got) {
-			g = got[i]
-		}
-		if i < len(want) {
-			w = want[i]
-		}
-		if g != w {
-			t.Errorf("line %d:\n got  %q\n want %q", i+1, g, w)
-			if diffs++; diffs >= 5 {
-				break
-			}
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("%d lines, want %d", len(got), len(want))
-	}
-}
-
 // TestLegacyFunk: the real legacy fixture opens as the legacy format with no routes or
 // tags (its metadata table is empty). Its listing is checked by TestManifestGolden.
 func TestLegacyFunk(t *testing.T) {
@@ -428,7 +404,7 @@ func TestLegacySmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacyCompareLines(t, got, legacyTreeManifest())
+	fixtures.CompareLines(t, got, legacyTreeManifest())
 
 	routes, err := l.Routes(ctx)
 	if err != nil || !slices.Equal(routes, []Route{{0, 0xff, "zdb://hub.grid.tf:9900/default"}}) {
@@ -506,7 +482,7 @@ func TestLegacyUnindexedEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacyCompareLines(t, got, legacyTreeManifest())
+	fixtures.CompareLines(t, got, legacyTreeManifest())
 
 	dup := legacyDBSchema(t, "CREATE TABLE entries (key, value)", entries, map[string]string{},
 		fmt.Sprintf("INSERT INTO entries VALUES ('%s', x'00')", legacyDirKey("etc")))

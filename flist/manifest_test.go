@@ -2,7 +2,6 @@ package flist_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -31,26 +30,9 @@ func TestManifestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("manifest differs from %s:\n%s", golden, firstDiff(got.String(), string(want)))
+				t.Errorf("manifest differs from %s", golden)
+				fixtures.CompareLines(t, strings.Split(got.String(), "\n"), strings.Split(string(want), "\n"))
 			}
 		})
 	}
-}
-
-// firstDiff describes the first differing line of two listings.
-func firstDiff(got, want string) string {
-	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
-	for i := 0; i < len(g) || i < len(w); i++ {
-		var gl, wl string
-		if i < len(g) {
-			gl = g[i]
-		}
-		if i < len(w) {
-			wl = w[i]
-		}
-		if gl != wl {
-			return fmt.Sprintf("line %d:\n got  %q\n want %q", i+1, gl, wl)
-		}
-	}
-	return "(no line differs; lengths differ)"
 }

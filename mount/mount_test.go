@@ -780,24 +780,7 @@ func TestFixtures(t *testing.T) {
 				want = append(want, strings.Join(append(f[:7:7], f[9]), "\t"))
 			}
 			got := lstatManifest(t, m.Mountpoint())
-			if len(got) != len(want) {
-				t.Errorf("%d entries in the mount, %d in the golden manifest", len(got), len(want))
-			}
-			diffs := 0
-			for i := 0; i < len(got) || i < len(want); i++ {
-				var g, w string
-				if i < len(got) {
-					g = got[i]
-				}
-				if i < len(want) {
-					w = want[i]
-				}
-				if g != w {
-					if diffs++; diffs <= 10 {
-						t.Errorf("line %d:\n got  %q\n want %q", i+1, g, w)
-					}
-				}
-			}
+			fixtures.CompareLines(t, got, want)
 		})
 	}
 }
