@@ -21,6 +21,7 @@
 #   RUNS=3 BENCH_DIR=/var/tmp/zosfs-bench scripts/bench-mount.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BIN=${BIN:-bin/zosfs-agent}
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-/var/tmp/zosfs-bench}
@@ -107,12 +108,7 @@ trap 'exit 130' INT TERM
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 "$BIN" hub --data "$work/hub" --listen 127.0.0.1:0 --token-file "$work/token" 2> "$work/hub.log" &
 pids+=($!)
-addr=
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*msg=serving .*addr=\([0-9.:]*\).*/\1/p' "$work/hub.log")
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "bench-mount: the hub did not start:" >&2; cat "$work/hub.log" >&2; exit 1; }
+addr=$(hub_addr "$work/hub.log")
 hub="http://$addr"
 
 # start_daemon NAME: a daemon with an empty data directory; sets $sock and $dpid.

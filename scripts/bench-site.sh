@@ -42,6 +42,7 @@
 #   RUNS=3 UPLINK_RATE=100mbit SITE_NODES=5 SITE_READ=mount BENCH_PARTS="a b" scripts/bench-site.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BIN=${BIN:-bin/zosfs-agent}
 RUNS=${RUNS:-3}
 DIR=${BENCH_DIR:-/var/tmp/zosfs-bench}
@@ -178,11 +179,7 @@ start_hub() {
   [ -f "$work/token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
   "${pre[@]}" "$BIN" hub --data "$d/data" --listen "$2" --token-file "$work/token" 2> "$d/hub.log" &
   hub_pid=$!; pids+=("$hub_pid")
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/.*msg=serving .*addr=\([0-9.:]*\).*/\1/p' "$d/hub.log" | tail -n 1)
-    [ -n "$addr" ] && break; sleep 0.1
-  done
-  [ -n "$addr" ] || { log "the hub did not start:"; cat "$d/hub.log" >&2; exit 1; }
+  addr=$(hub_addr "$d/hub.log") || exit 1
   hub="http://$addr"
 }
 # start_daemon NAME NETNS [DAEMON FLAGS...]: a daemon with an empty data directory, its p2p

@@ -9,6 +9,7 @@
 # Needs root and /dev/fuse for the mount; without them it stops after step 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BIN=${BIN:-bin/zosfs-agent}
 SRC=${DEMO_SOURCE:-$(go env GOROOT)/src}
 work=$(mktemp -d)
@@ -25,12 +26,7 @@ head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 # The hub picks a free loopback port and logs it.
 "$BIN" hub --data "$work/hub" --listen 127.0.0.1:0 --token-file "$work/token" 2> "$work/hub.log" &
 pids+=($!)
-addr=
-for _ in $(seq 100); do
-  addr=$(sed -n 's/.*msg=serving .*addr=\([0-9.:]*\).*/\1/p' "$work/hub.log")
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "the hub did not start:" >&2; cat "$work/hub.log" >&2; exit 1; }
+addr=$(hub_addr "$work/hub.log")
 hub="http://$addr"
 echo "== 1. a hub on $hub and a daemon (data and logs in $work)"
 # Loopback only and no mDNS: the demo stays on this machine.
