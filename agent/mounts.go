@@ -199,7 +199,8 @@ func (m *mountManager) closeAll() {
 }
 
 // restore clears the mounts a previous daemon left (stale if it was killed) and mounts
-// them again.
+// them again. A mountpoint that now holds someone else's filesystem (mount.ErrForeign)
+// is left as it is and not restored: mounting over it would hide its files.
 func (m *mountManager) restore(ctx context.Context) {
 	data, err := os.ReadFile(m.state)
 	if errors.Is(err, os.ErrNotExist) {
@@ -214,8 +215,9 @@ func (m *mountManager) restore(ctx context.Context) {
 		return
 	}
 	for _, info := range saved {
-		if err := mount.Unmount(info.Mountpoint); err != nil {
-			m.d.log.Warn("clearing a stale mount failed", "mountpoint", info.Mountpoint, "err", err)
+		if err := mount.ClearStale(info.Mountpoint); err != nil {
+			m.d.log.Error("not restoring a mount: its mountpoint is not ours to clear", "mountpoint", info.Mountpoint, "cid", info.CID, "err", err)
+			continue
 		}
 		if err := m.start(ctx, info); err != nil {
 			m.d.log.Error("restoring a mount failed", "mountpoint", info.Mountpoint, "cid", info.CID, "err", err)

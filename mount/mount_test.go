@@ -174,8 +174,10 @@ func startMount(t *testing.T, cfg mount.Config) *running {
 		if err := stop(); err != nil && !errors.Is(err, mount.ErrUnmountedExternally) {
 			t.Errorf("Run: %v", err)
 		}
-		// Safety net: never leave a mount behind, whatever happened.
-		_ = mount.Unmount(cfg.Mountpoint)
+		// Safety net: never leave the test's mount behind, whatever happened.
+		if ok, _ := mount.IsMountpoint(cfg.Mountpoint); ok {
+			_ = unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH)
+		}
 	})
 	select {
 	case <-m.Ready():
@@ -944,9 +946,10 @@ func TestOverlayTemporaryUpper(t *testing.T) {
 	}
 }
 
-// TestUnmountLive: Unmount of a live mount removes it and Run reports it; so does an
-// umount of a writable mount's overlay (and Run then removes the FUSE mount under it).
-// Unmount of a path where nothing is mounted is not an error.
+// TestUnmountLive: ClearStale leaves a live mount alone (ErrForeign); an umount from
+// outside, of the FUSE mount or of a writable mount's overlay, makes Run return
+// ErrUnmountedExternally (and Run then removes the FUSE mount under the overlay).
+// ClearStale of a path where nothing is mounted is not an error.
 func TestUnmountLive(t *testing.T) {
 	requireFUSE(t)
 	dir, _ := bigTree(t, 10)
@@ -968,18 +971,21 @@ func TestUnmountLive(t *testing.T) {
 	if ok, err := mount.IsMountpoint(m.Mountpoint()); err != nil || !ok {
 		t.Fatalf("IsMountpoint of a live mount: %v, %v", ok, err)
 	}
-	if err := mount.Unmount(m.Mountpoint()); err != nil {
+	if err := mount.ClearStale(m.Mountpoint()); !errors.Is(err, mount.ErrForeign) {
+		t.Errorf("ClearStale of a live mount: %v, want ErrForeign", err)
+	}
+	if _, err := os.Stat(filepath.Join(m.Mountpoint(), "big")); err != nil {
+		t.Fatalf("the live mount after ClearStale: %v", err)
+	}
+	if err := unix.Unmount(m.Mountpoint(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := mount.IsMountpoint(m.Mountpoint()); ok {
-		t.Error("still mounted after Unmount")
-	}
 	waitExit(m)
-	if err := mount.Unmount(m.Mountpoint()); err != nil {
-		t.Errorf("Unmount of a path not mounted: %v", err)
+	if err := mount.ClearStale(m.Mountpoint()); err != nil {
+		t.Errorf("ClearStale of a path not mounted: %v", err)
 	}
-	if err := mount.Unmount(filepath.Join(t.TempDir(), "does-not-exist")); err != nil {
-		t.Errorf("Unmount of a missing path: %v", err)
+	if err := mount.ClearStale(filepath.Join(t.TempDir(), "does-not-exist")); err != nil {
+		t.Errorf("ClearStale of a missing path: %v", err)
 	}
 
 	work := t.TempDir()
@@ -997,42 +1003,59 @@ func TestUnmountLive(t *testing.T) {
 	}
 }
 
-// TestUnmountStale: a mount whose process was killed (its FUSE connection dead) is
-// removed by Unmount; for a writable one the FUSE mount under the overlay and the
+// staleMount mounts the flist at path in a helper process and kills it, leaving a dead
+// mount at mp (under an overlay if writable). before runs while the mount is live.
+func staleMount(t *testing.T, path, mp, work string, writable bool, before func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ZOSFS_MOUNT_HELPER=mount",
+		"HELPER_FLIST="+path, "HELPER_MOUNTPOINT="+mp, "HELPER_WORKDIR="+work,
+		fmt.Sprintf("HELPER_WRITABLE=%v", writable))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		// Whatever the test left at mp, it mounted itself: the helper's mount and the
+		// tmpfs of the foreign-mount cases.
+		for range 4 {
+			if ok, _ := mount.IsMountpoint(mp); !ok {
+				break
+			}
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	if _, err := os.Stat(filepath.Join(mp, "big")); err != nil {
+		t.Fatalf("helper's mount: %v", err)
+	}
+	if before != nil {
+		before()
+	}
+	cmd.Process.Kill() // by pid: the helper is this test's own process
+	cmd.Wait()
+}
+
+// TestClearStale: a mount whose process was killed (its FUSE connection dead) is
+// removed by ClearStale; for a writable one the FUSE mount under the overlay and the
 // private directories go too.
-func TestUnmountStale(t *testing.T) {
+func TestClearStale(t *testing.T) {
 	requireFUSE(t)
 	dir, _ := bigTree(t, 10)
 	path, _ := pack(t, dir)
 	for _, writable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("writable=%v", writable), func(t *testing.T) {
 			mp, work := t.TempDir(), t.TempDir()
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "ZOSFS_MOUNT_HELPER=mount",
-				"HELPER_FLIST="+path, "HELPER_MOUNTPOINT="+mp, "HELPER_WORKDIR="+work,
-				fmt.Sprintf("HELPER_WRITABLE=%v", writable))
-			cmd.Stderr = os.Stderr
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-				mount.Unmount(mp)
-			})
-			line, err := bufio.NewReader(stdout).ReadString('\n')
-			if err != nil || line != "ready\n" {
-				t.Fatalf("helper said %q, %v", line, err)
-			}
-			if _, err := os.Stat(filepath.Join(mp, "big")); err != nil {
-				t.Fatalf("helper's mount: %v", err)
-			}
-			cmd.Process.Kill()
-			cmd.Wait()
+			staleMount(t, path, mp, work, writable, nil)
 
 			// A name never looked up: the kernel has to ask the (dead) server.
 			if _, err := os.Stat(filepath.Join(mp, "never-looked-up")); !errors.Is(err, syscall.ENOTCONN) {
@@ -1041,23 +1064,91 @@ func TestUnmountStale(t *testing.T) {
 			if ok, err := mount.IsMountpoint(mp); err != nil || !ok {
 				t.Fatalf("IsMountpoint of a stale mount: %v, %v", ok, err)
 			}
-			if err := mount.Unmount(mp); err != nil {
-				t.Fatalf("Unmount of a stale mount: %v", err)
+			if err := mount.ClearStale(mp); err != nil {
+				t.Fatalf("ClearStale of a stale mount: %v", err)
 			}
 			if ok, err := mount.IsMountpoint(mp); err != nil || ok {
-				t.Errorf("IsMountpoint after Unmount: %v, %v", ok, err)
+				t.Errorf("IsMountpoint after ClearStale: %v, %v", ok, err)
 			}
 			if entries, err := os.ReadDir(mp); err != nil || len(entries) != 0 {
-				t.Errorf("mountpoint after Unmount: %v, %v", entries, err)
+				t.Errorf("mountpoint after ClearStale: %v, %v", entries, err)
 			}
 			if entries, _ := os.ReadDir(work); len(entries) != 0 {
 				t.Errorf("private directories left: %v", entries)
 			}
-			if err := mount.Unmount(mp); err != nil {
-				t.Errorf("second Unmount: %v", err)
+			if err := mount.ClearStale(mp); err != nil {
+				t.Errorf("second ClearStale: %v", err)
 			}
 		})
 	}
+}
+
+// TestClearStaleLeavesForeignMounts: ClearStale never removes a filesystem it did not
+// leave: a tmpfs an admin mounted over the stale mount's path (after umount -l), or one
+// mounted below the zosfs mount while it was live. Both keep their data.
+func TestClearStaleLeavesForeignMounts(t *testing.T) {
+	requireFUSE(t)
+	dir, _ := bigTree(t, 10)
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := pack(t, dir)
+
+	t.Run("over", func(t *testing.T) {
+		mp := t.TempDir()
+		staleMount(t, path, mp, t.TempDir(), false, nil)
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil { // the admin's umount -l
+			t.Fatal(err)
+		}
+		if err := unix.Mount("precious", mp, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mp, "f"), []byte("precious"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := mount.ClearStale(mp); !errors.Is(err, mount.ErrForeign) {
+			t.Errorf("ClearStale over a tmpfs: %v, want ErrForeign", err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(got) != "precious" {
+			t.Errorf("the tmpfs after ClearStale: %q, %v", got, err)
+		}
+	})
+
+	t.Run("under", func(t *testing.T) {
+		mp := t.TempDir()
+		sub := filepath.Join(mp, "sub")
+		var held *os.File // a handle into the tmpfs, to read it whatever happens to mp
+		staleMount(t, path, mp, t.TempDir(), false, func() {
+			if err := unix.Mount("precious", sub, "tmpfs", 0, "size=1m"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
+			if err := os.WriteFile(filepath.Join(sub, "f"), []byte("precious"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if held, err = os.Open(sub); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { held.Close() })
+		})
+		if err := mount.ClearStale(mp); !errors.Is(err, mount.ErrForeign) {
+			t.Errorf("ClearStale of a stale mount with a tmpfs under it: %v, want ErrForeign", err)
+		}
+		if ok, err := mount.IsMountpoint(sub); err != nil || !ok {
+			t.Errorf("the tmpfs under the stale mount is no longer mounted: %v, %v", ok, err)
+		}
+		got := make([]byte, 16)
+		f, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(held.Fd()))+"/f", os.O_RDONLY, 0)
+		if err == nil {
+			n, _ := f.Read(got)
+			got = got[:n]
+			f.Close()
+		}
+		if err != nil || string(got) != "precious" {
+			t.Errorf("the tmpfs's file: %q, %v", got, err)
+		}
+	})
 }
 
 // TestInterrupt: when the reader is killed while its read waits on a block, the kernel

@@ -14,15 +14,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxStacked bounds how many mounts stacked on one path Unmount removes.
+// maxStacked bounds how many stale mounts stacked on one path ClearStale removes.
 const maxStacked = 16
 
-// Unmount removes what is mounted at path, for stale mounts left by a killed process
-// (whose FUSE connection is dead: "transport endpoint is not connected"). Each mount is
-// detached lazily (umount -l), so a busy or dead mount goes too. If it was the overlay of
-// a writable mount, the zosfs FUSE mount under it is removed as well, with the private
-// directories Run had created for it. Nothing mounted at path is not an error.
-func Unmount(path string) error {
+// ErrForeign: a path holds a filesystem that is not a stale zosfs mount (a live mount, an
+// admin's tmpfs, anything mounted below it). ClearStale leaves it as it is.
+var ErrForeign = errors.New("a filesystem that is not a stale zosfs mount is there")
+
+// ClearStale removes the mounts a killed zosfs process left at path: dead fuse.zosfs
+// mounts ("transport endpoint is not connected"), each with the overlay of a writable
+// mount over it, and the private directories Run had created for them. It touches
+// nothing else: a filesystem on top that is not such a mount, or anything mounted below
+// path, stops it with ErrForeign, because detaching path would take that filesystem
+// (and its data) with it. Nothing mounted at path is not an error.
+func ClearStale(path string) error {
 	p, err := canonical(path)
 	if err != nil {
 		return err
@@ -36,6 +41,10 @@ func Unmount(path string) error {
 		if top == nil {
 			return nil
 		}
+		if err := checkStale(mounts, p, top); err != nil {
+			return err
+		}
+		// Lazily: a dead mount may still be some process's working directory.
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !notMounted(err) {
 			return fmt.Errorf("unmount %s: %w", p, err)
 		}
@@ -43,7 +52,57 @@ func Unmount(path string) error {
 			cleanOverlay(mounts, top)
 		}
 	}
-	return fmt.Errorf("unmount %s: more than %d mounts stacked on it", p, maxStacked)
+	return fmt.Errorf("unmount %s: more than %d stale mounts stacked on it", p, maxStacked)
+}
+
+// checkStale returns nil if top, the mount on top at p, is ours to remove: a dead zosfs
+// FUSE mount, or an overlay over one, with nothing mounted below p.
+func checkStale(mounts []mountEntry, p string, top *mountEntry) error {
+	for _, m := range mounts {
+		if strings.HasPrefix(m.mountPoint, p+"/") {
+			return fmt.Errorf("%w: %s is mounted under %s", ErrForeign, m.mountPoint, p)
+		}
+	}
+	switch top.fsType {
+	case "fuse." + fsType:
+		if deadFUSE(p) {
+			return nil
+		}
+		return fmt.Errorf("%w: a live zosfs mount is at %s", ErrForeign, p)
+	case "overlay":
+		for _, lower := range overlayLowers(top) {
+			if m := topMountAt(mounts, lower); m != nil && m.fsType == "fuse."+fsType && isPrivateLower(lower) && deadFUSE(lower) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s (%s) is mounted at %s", ErrForeign, top.fsType, top.source, p)
+}
+
+// deadFUSE reports whether the FUSE mount at path has lost its server: the kernel then
+// answers every request with ENOTCONN (or ECONNABORTED once the connection was aborted).
+// statfs always asks the server, where stat may be answered from cached attributes.
+func deadFUSE(path string) bool {
+	var st unix.Statfs_t
+	err := unix.Statfs(path, &st)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+}
+
+// isPrivateLower reports whether dir is named as Run names the private lower directory
+// of a writable mount.
+func isPrivateLower(dir string) bool {
+	return filepath.Base(dir) == "lower" && strings.HasPrefix(filepath.Base(filepath.Dir(dir)), "zosfs-mount-")
+}
+
+// overlayLowers returns the lower directories of an overlay mount.
+func overlayLowers(ovl *mountEntry) []string {
+	var out []string
+	for _, opt := range splitOptions(ovl.superOpts) {
+		if key, val, _ := strings.Cut(opt, "="); key == "lowerdir" {
+			out = append(out, strings.Split(val, ":")...)
+		}
+	}
+	return out
 }
 
 // cleanOverlay removes what a writable zosfs mount had under its overlay: the FUSE mount
@@ -51,30 +110,23 @@ func Unmount(path string) error {
 // directory, if any), and the overlay's work directory next to a user's upper directory.
 // It touches only directories named as Run names them.
 func cleanOverlay(mounts []mountEntry, ovl *mountEntry) {
+	for _, lower := range overlayLowers(ovl) {
+		m := topMountAt(mounts, lower)
+		if m == nil || m.fsType != "fuse."+fsType || !isPrivateLower(lower) {
+			continue
+		}
+		if err := unix.Unmount(lower, unix.MNT_DETACH); err != nil && !notMounted(err) {
+			continue
+		}
+		state := filepath.Dir(lower)
+		if busy, err := mountedUnder(state); err == nil && !busy {
+			_ = os.RemoveAll(state)
+		}
+	}
 	for _, opt := range splitOptions(ovl.superOpts) {
-		key, val, _ := strings.Cut(opt, "=")
-		switch key {
-		case "lowerdir":
-			for _, lower := range strings.Split(val, ":") {
-				m := topMountAt(mounts, lower)
-				if m == nil || m.fsType != "fuse."+fsType {
-					continue
-				}
-				if err := unix.Unmount(lower, unix.MNT_DETACH); err != nil && !notMounted(err) {
-					continue
-				}
-				state := filepath.Dir(lower)
-				if filepath.Base(lower) == "lower" && strings.HasPrefix(filepath.Base(state), "zosfs-mount-") {
-					if busy, err := mountedUnder(state); err == nil && !busy {
-						_ = os.RemoveAll(state)
-					}
-				}
-			}
-		case "workdir":
-			if strings.HasSuffix(val, ".zosfs-work") {
-				if busy, err := mountedUnder(val); err == nil && !busy {
-					_ = os.RemoveAll(val)
-				}
+		if key, val, _ := strings.Cut(opt, "="); key == "workdir" && strings.HasSuffix(val, ".zosfs-work") {
+			if busy, err := mountedUnder(val); err == nil && !busy {
+				_ = os.RemoveAll(val)
 			}
 		}
 	}

@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// testTmpfs mounts a small tmpfs at dir holding f = "precious", detached at cleanup: the
+// filesystem of an admin, which the daemon must never touch.
+func testTmpfs(t *testing.T, dir string) {
+	t.Helper()
+	if err := unix.Mount("precious", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// isTmpfs reports whether dir is a tmpfs holding f = "precious".
+func isTmpfs(t *testing.T, dir string) bool {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Logf("statfs %s: type %#x, %v", dir, st.Type, err)
+		return false
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "f"))
+	return err == nil && string(got) == "precious"
+}
+
+// TestRestartLeavesForeignMounts (issue 13, 1): after kill -9, the restarted daemon
+// restores its own mounts but never unmounts or hides someone else's filesystem: not a
+// tmpfs mounted at a recorded mountpoint after the kill, nor one mounted under a zosfs
+// mount while it was live.
+func TestRestartLeavesForeignMounts(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	d := runDaemon(t, "--hub", h.URL)
+	over := d.mountFlist(t, cid)
+	under := d.mountFlist(t, cid)
+	ours := d.mountFlist(t, cid)
+	testTmpfs(t, filepath.Join(under, "sub"))
+
+	d.cmd.Process.Kill() // kill -9, by pid
+	<-d.exited
+	if err := unix.Unmount(over, unix.MNT_DETACH); err != nil { // the admin's umount -l
+		t.Fatal(err)
+	}
+	testTmpfs(t, over)
+
+	d.restart()
+	if !isTmpfs(t, over) {
+		t.Errorf("the tmpfs mounted at %s after the kill is gone or hidden", over)
+	}
+	if !isTmpfs(t, filepath.Join(under, "sub")) {
+		t.Errorf("the tmpfs under the zosfs mount %s is gone", under)
+	}
+	if got, err := os.ReadFile(filepath.Join(ours, "hello")); err != nil || string(got) != "hello" {
+		t.Errorf("the daemon's own mount was not restored: %q, %v", got, err)
+	}
+	var mps []string
+	for _, m := range d.status(t).Mounts {
+		mps = append(mps, m.Mountpoint)
+	}
+	if len(mps) != 1 || mps[0] != ours {
+		t.Errorf("mounts after restart: %v, want [%s]", mps, ours)
+	}
+	log, _ := os.ReadFile(d.log.Name())
+	if n := strings.Count(string(log), "not restoring a mount"); n != 2 {
+		t.Errorf("the log says %d times that a mount is not restored, want 2", n)
+	}
+}
+
+// TestPullCacheTooSmall (issue 13, 2): a pull the cache cannot hold fails with a clear
+// error and leaves nothing pinned, instead of reporting success for blocks it dropped.
+func TestPullCacheTooSmall(t *testing.T) {
+	h := runHub(t)
+	src := t.TempDir()
+	if out, err := exec.Command("go", "run", "../internal/tools/gentree", "-size", "60MiB", "-seed", "13", src).CombinedOutput(); err != nil {
+		t.Fatalf("gentree: %v\n%s", err, out)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	d := runDaemon(t, "--hub", h.URL, "--cache-max", "20MiB")
+	out, errOut, err := agentResult(t, nil, "pull", "--api", d.Socket, cid)
+	if err == nil {
+		t.Fatalf("pull into a 20 MiB cache exited 0:\n%s%s", out, errOut)
+	}
+	if code := err.(*exec.ExitError).Sys().(syscall.WaitStatus).ExitStatus(); code != 1 {
+		t.Errorf("pull exited %d, want 1", code)
+	}
+	if !strings.Contains(errOut, "cannot keep the flist") || !strings.Contains(errOut, "--cache-max") || strings.Contains(out, cid) {
+		t.Errorf("pull's output does not say the cache is too small:\nstdout: %s\nstderr: %s", out, errOut)
+	}
+	st := d.status(t)
+	if len(st.Pinned) != 0 {
+		t.Errorf("pinned after a failed pull: %v", st.Pinned)
+	}
+	if st.Cache.Bytes > 20<<20 {
+		t.Errorf("the cache holds %d bytes, more than its 20 MiB", st.Cache.Bytes)
+	}
+}
