@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,7 +11,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/units"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -84,6 +87,13 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 				return err
 			}
 			fetchedBytes.Add(int64(len(data)))
+			// Fetch stores what it gets, but a cache full of pinned blocks refuses it: a
+			// block not kept is not pulled. It is pinned, so nothing evicted it since.
+			if has, err := d.cache.Has(gctx, b.ID); err != nil {
+				return err
+			} else if !has {
+				return errNotKept
+			}
 			done.Add(1)
 			return nil
 		})
@@ -92,12 +102,24 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 	close(stop)
 	wg.Wait()
 	last := snapshot()
+	if errors.Is(err, errNotKept) {
+		// A pin that the cache cannot hold would promise blocks that are not there.
+		if uerr := d.cache.Unpin(context.WithoutCancel(ctx), c.String()); uerr != nil {
+			d.log.Error("unpinning a pull the cache cannot hold", "cid", c.String(), "err", uerr)
+		}
+		cs := d.cache.Stats()
+		return last, fmt.Errorf("pull %s: %w: %d of its %d blocks kept, the cache holds %s of at most %s; raise --cache-max or unpin another flist; it is not pinned",
+			c, errNotKept, last.Blocks, last.TotalBlocks, units.Bytes(cs.Bytes), units.Bytes(cs.Max))
+	}
 	if err != nil {
 		return last, fmt.Errorf("pull %s: %w", c, err)
 	}
 	d.log.Info("pulled", "cid", c.String(), "blocks", last.TotalBlocks, "fetched_bytes", last.Bytes)
 	return last, nil
 }
+
+// errNotKept: a pull fetched a block that the cache, full of pinned blocks, refused.
+var errNotKept = fmt.Errorf("the cache cannot keep the flist: %w", cache.ErrFull)
 
 // distinctBlocks lists every distinct block of an flist's files.
 func distinctBlocks(ctx context.Context, fl flist.Flist) ([]flist.Block, error) {

@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/zosfs/zosfs-agent/agent"
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 func newDaemonCmd() *cobra.Command {
@@ -35,7 +35,7 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 			}
 			cfg.Logger = logger
 			if cacheMax != "" {
-				n, err := parseSize(cacheMax)
+				n, err := units.ParseBytes(cacheMax)
 				if err != nil {
 					return fmt.Errorf("--cache-max: %w", err)
 				}
@@ -48,7 +48,7 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 				if r.value == "" {
 					continue
 				}
-				n, err := parseSize(r.value)
+				n, err := units.ParseBytes(r.value)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.flag, err)
 				}
@@ -78,29 +78,4 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve Prometheus metrics at `ADDR` (host:port), GET /metrics (default: off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
-}
-
-// parseSize reads sizes like 512, 10KiB, 20GiB, 500MB, 1.5G.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   float64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
-	}
-	t := strings.TrimSpace(s)
-	mult := 1.0
-	for _, u := range units {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	var v float64
-	if _, err := fmt.Sscanf(t, "%g", &v); err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
-	}
-	return int64(v * mult), nil
 }

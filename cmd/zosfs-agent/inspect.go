@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 // inspection is what inspect reports; its JSON form is stable for scripts.
@@ -79,7 +80,7 @@ func newInspectCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "%s %d", typeNames[t], in.ByType[t])
 			}
-			fmt.Fprintf(w, ")\nsize:     %s (%d bytes)\n", humanBytes(int64(in.TotalSize)), in.TotalSize)
+			fmt.Fprintf(w, ")\nsize:     %s (%d bytes)\n", units.Bytes(int64(in.TotalSize)), in.TotalSize)
 			fmt.Fprintf(w, "blocks:   %d (%d distinct)\n", in.Blocks, in.UniqueBlocks)
 			for _, r := range in.Routes {
 				fmt.Fprintf(w, "route:    %02x-%02x %s\n", r.Start, r.End, r.URL)

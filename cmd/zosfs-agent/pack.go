@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 func newPackCmd() *cobra.Command {
@@ -60,7 +61,7 @@ already has are not written again. The flist's CID is printed as the last line.`
 				Tags:    tagMap,
 				Progress: func(s flist.PackStats) {
 					progress.Update("packing: %d files, %s read, %d blocks, %d new (%s stored)",
-						s.Files, humanBytes(s.Bytes), s.Blocks, s.Stored, humanBytes(s.StoredBytes))
+						s.Files, units.Bytes(s.Bytes), s.Blocks, s.Stored, units.Bytes(s.StoredBytes))
 				},
 			}
 			var stats flist.PackStats
@@ -89,9 +90,9 @@ already has are not written again. The flist's CID is printed as the last line.`
 			}
 			elapsed := time.Since(start)
 			fmt.Fprintf(os.Stderr, "packed %s -> %s: %d entries, %d files, %s in %d blocks (%d distinct, %d written, %s) in %s (%s/s)\n",
-				src, out, stats.Entries, stats.Files, humanBytes(stats.Bytes), stats.Blocks, stats.UniqueBlocks,
-				stats.Stored, humanBytes(stats.StoredBytes), elapsed.Round(time.Millisecond),
-				humanBytes(int64(float64(stats.Bytes)/max(elapsed.Seconds(), 1e-9))))
+				src, out, stats.Entries, stats.Files, units.Bytes(stats.Bytes), stats.Blocks, stats.UniqueBlocks,
+				stats.Stored, units.Bytes(stats.StoredBytes), elapsed.Round(time.Millisecond),
+				units.Bytes(int64(float64(stats.Bytes)/max(elapsed.Seconds(), 1e-9))))
 			fmt.Fprintln(cmd.OutOrStdout(), c)
 			return nil
 		},

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 func newPullCmd() *cobra.Command {
@@ -30,13 +31,13 @@ what it fetched: running it again fetches the rest.`,
 			}
 			progress := newProgressLine()
 			last, err := api.NewClient(socket).Pull(cmd.Context(), ref, func(p api.PullProgress) {
-				progress.Update("pulling %s: %d/%d blocks, %s fetched", p.CID, p.Blocks, p.TotalBlocks, humanBytes(p.Bytes))
+				progress.Update("pulling %s: %d/%d blocks, %s fetched", p.CID, p.Blocks, p.TotalBlocks, units.Bytes(p.Bytes))
 			})
 			progress.Done()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "pulled %s: %d blocks, %s fetched\n", last.CID, last.TotalBlocks, humanBytes(last.Bytes))
+			fmt.Fprintf(os.Stderr, "pulled %s: %d blocks, %s fetched\n", last.CID, last.TotalBlocks, units.Bytes(last.Bytes))
 			fmt.Fprintln(cmd.OutOrStdout(), last.CID)
 			return nil
 		},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
+	"github.com/zosfs/zosfs-agent/internal/units"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -97,7 +98,7 @@ last line; a summary goes to standard error.`,
 			if err != nil {
 				return err
 			}
-			progress.Update("uploading the flist (%s)", humanBytes(fi.Size()))
+			progress.Update("uploading the flist (%s)", units.Bytes(fi.Size()))
 			c, err := client.UploadFlist(ctx, f, name)
 			if err != nil {
 				return fmt.Errorf("push %s: upload flist: %w", src, err)
@@ -111,7 +112,7 @@ last line; a summary goes to standard error.`,
 				as = " as " + name
 			}
 			fmt.Fprintf(os.Stderr, "pushed %s to %s%s: %s, flist %s, in %s\n",
-				src, client.String(), as, summary, humanBytes(fi.Size()), time.Since(start).Round(time.Millisecond))
+				src, client.String(), as, summary, units.Bytes(fi.Size()), time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(cmd.OutOrStdout(), c)
 			return nil
 		},
@@ -171,7 +172,7 @@ func packToHub(ctx context.Context, client *hub.Client, src, out string, progres
 		Routes: []flist.Route{{Start: 0x00, End: 0xff, URL: store.StripPassword(client.String()) + "/blocks"}},
 		Progress: func(s flist.PackStats) {
 			progress.Update("packing: %d files, %s read, %d blocks, %d uploaded (%s)",
-				s.Files, humanBytes(s.Bytes), s.Blocks, s.Stored, humanBytes(s.StoredBytes))
+				s.Files, units.Bytes(s.Bytes), s.Blocks, s.Stored, units.Bytes(s.StoredBytes))
 		},
 	}
 	var stats flist.PackStats
@@ -194,8 +195,8 @@ func packToHub(ctx context.Context, client *hub.Client, src, out string, progres
 		return "", err
 	}
 	return fmt.Sprintf("packed %d entries, %d files, %s in %d blocks (%d distinct), %d blocks uploaded (%s)",
-		stats.Entries, stats.Files, humanBytes(stats.Bytes), stats.Blocks, stats.UniqueBlocks,
-		stats.Stored, humanBytes(stats.StoredBytes)), nil
+		stats.Entries, stats.Files, units.Bytes(stats.Bytes), stats.Blocks, stats.UniqueBlocks,
+		stats.Stored, units.Bytes(stats.StoredBytes)), nil
 }
 
 // pushBlocks uploads the blocks of the flist at path that the hub lacks, reading them from
@@ -254,7 +255,7 @@ func pushBlocks(ctx context.Context, client *hub.Client, path string, stores []s
 					return err
 				}
 				n, b := done.Add(1), sent.Add(int64(len(data)))
-				progress.Update("uploading blocks: %d of %d (%s)", n, len(missing), humanBytes(b))
+				progress.Update("uploading blocks: %d of %d (%s)", n, len(missing), units.Bytes(b))
 				return nil
 			})
 		}
@@ -263,5 +264,5 @@ func pushBlocks(ctx context.Context, client *hub.Client, path string, stores []s
 		}
 	}
 	return fmt.Sprintf("%d distinct blocks, %d missing on the hub, %d blocks uploaded (%s)",
-		len(ids), len(missing), done.Load(), humanBytes(sent.Load())), nil
+		len(ids), len(missing), done.Load(), units.Bytes(sent.Load())), nil
 }

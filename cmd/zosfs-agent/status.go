@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -38,12 +39,12 @@ func newStatusCmd() *cobra.Command {
 			}
 			max := "no bound"
 			if st.Cache.Max > 0 {
-				max = humanBytes(st.Cache.Max)
+				max = units.Bytes(st.Cache.Max)
 			}
-			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s)\n", humanBytes(st.Cache.Bytes), st.Cache.Blocks, max)
+			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s)\n", units.Bytes(st.Cache.Bytes), st.Cache.Blocks, max)
 			fmt.Fprintf(w, "fetched:  %s from cache, %s from peers, %s from hubs\n",
-				humanBytes(st.Fetched.Cache), humanBytes(st.Fetched.Peers), humanBytes(st.Fetched.Hub))
-			fmt.Fprintf(w, "served:   %s in %d blocks (%d fetched for neighbours), %d flists\n", humanBytes(st.Served.Bytes), st.Served.Blocks, st.Served.FetchedFor, st.Served.Flists)
+				units.Bytes(st.Fetched.Cache), units.Bytes(st.Fetched.Peers), units.Bytes(st.Fetched.Hub))
+			fmt.Fprintf(w, "served:   %s in %d blocks (%d fetched for neighbours), %d flists\n", units.Bytes(st.Served.Bytes), st.Served.Blocks, st.Served.FetchedFor, st.Served.Flists)
 			if st.Rejected > 0 || st.Banned > 0 {
 				fmt.Fprintf(w, "rejected: %d wrong blocks from neighbours; %d neighbours banned now\n", st.Rejected, st.Banned)
 			}

@@ -11,8 +11,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/zosfs/zosfs-agent/internal/units"
 )
 
 func main() {
@@ -23,7 +24,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: gentree [-size 1GiB] [-seed N] DIR")
 		os.Exit(2)
 	}
-	total, err := parseSize(*size)
+	total, err := units.ParseBytes(*size)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gentree:", err)
 		os.Exit(2)
@@ -34,20 +35,6 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("%d files, %d bytes in %s\n", n, total, flag.Arg(0))
-}
-
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			v, err := strconv.ParseFloat(strings.TrimSuffix(s, u.suffix), 64)
-			return int64(v * float64(u.mult)), err
-		}
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
 
 // words make up the text-like half of each file: compressible, yet never the same block
