@@ -147,12 +147,37 @@ func TestListenRefusesALiveSocket(t *testing.T) {
 		t.Error("a second daemon took over a live socket")
 	}
 	stale := filepath.Join(t.TempDir(), "stale.sock")
-	os.WriteFile(stale, nil, 0o600) // left by a dead daemon
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false) // as a killed daemon leaves it
+	dead.Close()
 	l, err := api.Listen(stale)
 	if err != nil {
 		t.Fatalf("a stale socket file blocked the start: %v", err)
 	}
 	l.Close()
+}
+
+// TestListenKeepsOtherFiles (issue 13, 9): --api naming a regular file or a directory
+// is refused, and the file is left as it was.
+func TestListenKeepsOtherFiles(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(file, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, t.TempDir()} {
+		if l, err := api.Listen(p); err == nil {
+			l.Close()
+			t.Errorf("Listen(%s) took over a path that is not a socket", p)
+		} else if !strings.Contains(err.Error(), "not a socket") {
+			t.Errorf("Listen(%s): %v", p, err)
+		}
+	}
+	if got, err := os.ReadFile(file); err != nil || string(got) != "keep me" {
+		t.Errorf("the file after Listen: %q, %v", got, err)
+	}
 }
 
 func dialUnix(ctx context.Context, sock string) (net.Conn, error) {

@@ -121,7 +121,15 @@ func Listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("%s: another daemon is listening there", path)
 	}
-	os.Remove(path)
+	// Only a stale socket is removed: a path that names anything else is the user's.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket (%s); not removing it", path, fi.Mode().Type())
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
+		}
+	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, err
