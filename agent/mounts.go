@@ -26,6 +26,9 @@ type mountManager struct {
 
 	mu     sync.Mutex
 	mounts map[string]*activeMount // by mountpoint
+	// saveMu orders the writes of the state file, so that the last one written holds
+	// the last list.
+	saveMu sync.Mutex
 }
 
 type activeMount struct {
@@ -43,11 +46,18 @@ func newMountManager(d *Daemon, state string) *mountManager {
 }
 
 func (m *mountManager) list() []api.Mount {
+	return m.listExcept("")
+}
+
+// listExcept lists the mounts but the one at mountpoint skip.
+func (m *mountManager) listExcept(skip string) []api.Mount {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]api.Mount, 0, len(m.mounts))
-	for _, a := range m.mounts {
-		out = append(out, a.info)
+	for mp, a := range m.mounts {
+		if mp != skip {
+			out = append(out, a.info)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Mountpoint < out[j].Mountpoint })
 	return out
@@ -172,18 +182,30 @@ func (a *activeMount) stop() {
 	a.close()
 }
 
+// unmount removes the mount at mountpoint from the state file, then unmounts it. A
+// state file that cannot be written (a full disk) keeps the mount as it is: unmounting
+// it anyway would bring it back at the next start.
 func (m *mountManager) unmount(ctx context.Context, mountpoint string) error {
 	mp := filepath.Clean(mountpoint)
+	m.saveMu.Lock()
 	m.mu.Lock()
 	a, ok := m.mounts[mp]
-	delete(m.mounts, mp)
 	m.mu.Unlock()
 	if !ok {
+		m.saveMu.Unlock()
 		return fmt.Errorf("%w: %s is not mounted by this daemon", api.ErrNotFound, mp)
 	}
+	if err := m.writeState(m.listExcept(mp)); err != nil {
+		m.saveMu.Unlock()
+		return fmt.Errorf("%s is still mounted: the mount list cannot be saved without it: %w", mp, err)
+	}
+	m.mu.Lock()
+	delete(m.mounts, mp)
+	m.mu.Unlock()
+	m.saveMu.Unlock()
 	a.stop()
 	m.d.log.Info("unmounted", "mountpoint", mp)
-	return m.save()
+	return nil
 }
 
 // closeAll unmounts everything at daemon shutdown, keeping the state file so that the
@@ -229,14 +251,38 @@ func (m *mountManager) restore(ctx context.Context) {
 	}
 }
 
-// save writes the list of mounts atomically.
+// save writes the list of mounts.
 func (m *mountManager) save() error {
-	data, err := json.MarshalIndent(m.list(), "", "  ")
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	return m.writeState(m.list())
+}
+
+// writeState replaces the state file with mounts, atomically and durably. On failure the
+// old file stays and no temporary file is left behind.
+func (m *mountManager) writeState(mounts []api.Mount) (err error) {
+	data, err := json.MarshalIndent(mounts, "", "  ")
 	if err != nil {
 		return err
 	}
 	tmp := m.state + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
 		return err
 	}
 	return os.Rename(tmp, m.state)

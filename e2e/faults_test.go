@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,4 +115,95 @@ func TestPullCacheTooSmall(t *testing.T) {
 	if st.Cache.Bytes > 20<<20 {
 		t.Errorf("the cache holds %d bytes, more than its 20 MiB", st.Cache.Bytes)
 	}
+}
+
+// fillDisk writes a file in dir until its filesystem is full; the returned func frees it.
+func fillDisk(t *testing.T, dir string) (free func()) {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling %s: %v", dir, err)
+			}
+			break
+		}
+	}
+	// The last partial pages too: a one-byte write must fail.
+	for n := 1; n > 0; {
+		n, _ = f.Write(buf[:1])
+	}
+	return func() { os.Remove(p) }
+}
+
+// TestUmountFullDisk (issue 13, 6): an umount whose state file cannot be written (the
+// data disk is full) fails, and then the mount is still there and still listed, so that
+// what the daemon says, what is mounted and what the next start restores agree. No
+// temporary file is left. With space again, the umount works.
+func TestUmountFullDisk(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	data := t.TempDir()
+	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	d := runDaemon(t, "--hub", h.URL, "--data", data)
+	mp := d.mountFlist(t, cid)
+	free := fillDisk(t, data)
+
+	_, errOut, err := agentResult(t, nil, "umount", "--api", d.Socket, mp)
+	if err == nil {
+		t.Fatal("umount with a full data disk exited 0")
+	}
+	if !strings.Contains(errOut, "still mounted") {
+		t.Errorf("umount's error does not say the mount stays: %s", errOut)
+	}
+	if got, err := os.ReadFile(filepath.Join(mp, "hello")); err != nil || string(got) != "hello" {
+		t.Errorf("the mount after a failed umount: %q, %v", got, err)
+	}
+	if st := d.status(t); len(st.Mounts) != 1 {
+		t.Errorf("mounts after a failed umount: %v", st.Mounts)
+	}
+	state := filepath.Join(data, "state", "mounts.json")
+	if saved, err := os.ReadFile(state); err != nil || !strings.Contains(string(saved), mp) {
+		t.Errorf("the state file after a failed umount: %s, %v", saved, err)
+	}
+	if _, err := os.Stat(state + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a temporary state file is left: %v", err)
+	}
+
+	free()
+	d.cli(t, "umount", mp)
+	if ok, _ := isMounted(mp); ok {
+		t.Error("still mounted after umount with space again")
+	}
+	if saved, err := os.ReadFile(state); err != nil || strings.Contains(string(saved), mp) {
+		t.Errorf("the state file after umount: %s, %v", saved, err)
+	}
+}
+
+// isMounted reports whether something is mounted at dir (per /proc/self/mountinfo).
+func isMounted(dir string) (bool, error) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true, nil
+		}
+	}
+	return false, nil
 }
