@@ -124,6 +124,22 @@ func (s *Server) refuseBody(w http.ResponseWriter, r *http.Request, err error) {
 	s.refuse(w, r, http.StatusBadRequest, "bad body: "+err.Error())
 }
 
+// decodeBody reads the request's body, at most limit bytes, as one JSON value into v:
+// anything after it is refused, so that a body means one thing only.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		if err == nil || errors.As(err, new(*json.SyntaxError)) {
+			err = errors.New("data after the JSON value")
+		}
+		return err
+	}
+	return nil
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -278,7 +294,7 @@ type missingAnswer struct {
 
 func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 	var req missingRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxMissingBody)).Decode(&req); err != nil {
+	if err := decodeBody(w, r, maxMissingBody, &req); err != nil {
 		s.refuseBody(w, r, err)
 		return
 	}
@@ -545,7 +561,7 @@ func (s *Server) putName(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req nameRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxNameBody)).Decode(&req); err != nil {
+	if err := decodeBody(w, r, maxNameBody, &req); err != nil {
 		s.refuseBody(w, r, err)
 		return
 	}

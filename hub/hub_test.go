@@ -419,6 +419,7 @@ func TestBadRequests(t *testing.T) {
 	manyIDs, _ := json.Marshal(map[string][]string{"ids": make([]string, hub.MaxMissingIDs+1)})
 	many := bytes.Replace(manyIDs, []byte(`""`), []byte(`"`+gx+`"`), -1)
 	wrongTok := "wrong"
+	flCID, _ := flist.FileCID(bytes.NewReader(flBytes))
 
 	cases := []struct {
 		name         string
@@ -467,6 +468,8 @@ func TestBadRequests(t *testing.T) {
 		{"put name block cid", false, "PUT", "/names/alice/x", ptr(token), []byte(`{"cid":"` + blockCID.String() + `"}`), 400},
 		{"put name unknown cid", false, "PUT", "/names/alice/x", ptr(token), []byte(`{"cid":"` + unknownCID.String() + `"}`), 404},
 		{"put name bad json", false, "PUT", "/names/alice/x", ptr(token), []byte(`{"cid":`), 400},
+		{"put name trailing data", false, "PUT", "/names/alice/x", ptr(token), []byte(`{"cid":"` + flCID.String() + `"} {"cid":"x"}`), 400},
+		{"put name trailing garbage", false, "PUT", "/names/alice/x", ptr(token), []byte(`{"cid":"` + flCID.String() + `"}garbage`), 400},
 		{"put name big body", false, "PUT", "/names/alice/x", ptr(token), bytes.Repeat([]byte(" "), 10<<10), 413},
 		{"put name no token", false, "PUT", "/names/alice/tree", nil, []byte(`{"cid":"x"}`), 401},
 		{"put name read-only hub", true, "PUT", "/names/alice/tree", ptr(token), []byte(`{"cid":"x"}`), 403},
@@ -480,6 +483,7 @@ func TestBadRequests(t *testing.T) {
 		{"get name bad", false, "GET", "/-alice/tree.fl", nil, nil, 400},
 		{"missing bad id", false, "POST", "/blocks/missing", nil, []byte(`{"ids":["nothex"]}`), 400},
 		{"missing bad json", false, "POST", "/blocks/missing", nil, []byte(`{"ids":`), 400},
+		{"missing trailing data", false, "POST", "/blocks/missing", nil, []byte(`{"ids":[]}]`), 400},
 		{"missing too many", false, "POST", "/blocks/missing", nil, many, 400},
 		{"missing too big", false, "POST", "/blocks/missing", nil, bytes.Repeat([]byte(" "), 2<<20), 413},
 		{"unknown route", false, "GET", "/nope", nil, nil, 404},

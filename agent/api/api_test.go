@@ -117,6 +117,7 @@ func TestAPIBadRequests(t *testing.T) {
 	}{
 		{"POST", "/v1/mounts", "{not json", http.StatusBadRequest},
 		{"POST", "/v1/mounts", `{"ref":"x","unknown":1}`, http.StatusBadRequest},
+		{"POST", "/v1/mounts", `{"ref":"x","mountpoint":"/m"} {"ref":"y"}`, http.StatusBadRequest},
 		{"POST", "/v1/mounts", strings.Repeat("x", 100<<10), http.StatusBadRequest},
 		{"DELETE", "/v1/mounts", "", http.StatusBadRequest},
 		{"GET", "/v1/nothing", "", http.StatusNotFound},

@@ -86,6 +86,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	if dec.More() {
+		return fmt.Errorf("%w: data after the JSON value", ErrBadRequest)
+	}
 	return nil
 }
 
