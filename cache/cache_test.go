@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math/big"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store"
 	"github.com/zosfs/zosfs-agent/store/storetest"
 )
@@ -75,22 +77,14 @@ func config(t *testing.T, dir string, max int64, h *hooks) cache.Config {
 	return cfg
 }
 
-// testLogger logs to t (and to buf, if not nil).
+// testLogger logs to the test's output (see testkit.Writer) and, if buf is not nil, to
+// buf, which the test inspects.
 func testLogger(t *testing.T, buf *syncBuffer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&testWriter{t: t, buf: buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	t   *testing.T
-	buf *syncBuffer
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	if w.buf != nil {
-		w.buf.Write(p)
+	var w io.Writer = testkit.Writer(t)
+	if buf != nil {
+		w = io.MultiWriter(w, buf)
 	}
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type syncBuffer struct {
@@ -98,10 +92,10 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	b.b.Write(p)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
 }
 
 func (b *syncBuffer) String() string {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/flist/flisttest"
 	"github.com/zosfs/zosfs-agent/internal/fixtures"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/mount"
 )
 
@@ -38,25 +38,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runHelper())
 	}
 	os.Exit(m.Run())
-}
-
-// requireFUSE skips the test unless it can make real FUSE mounts (root and /dev/fuse);
-// under CI it fails instead.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("FUSE mounts need root and /dev/fuse: %s", why)
-	}
-	t.Skipf("FUSE mounts need root and /dev/fuse: %s; skipping", why)
 }
 
 // store is an in-memory block store: the sink of a pack and the BlockGetter of a mount.
@@ -143,12 +124,12 @@ type running struct {
 // until the test ends, and returns it once ready.
 func startMount(t *testing.T, cfg mount.Config) *running {
 	t.Helper()
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	if cfg.Mountpoint == "" {
 		cfg.Mountpoint = t.TempDir()
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testkit.Logger(t)
 	}
 	m, err := mount.New(cfg)
 	if err != nil {
@@ -189,34 +170,6 @@ func startMount(t *testing.T, cfg mount.Config) *running {
 	return &running{m, stop, exited}
 }
 
-// testLogger logs to the test's output until the test's cleanup is over.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{w: t.Output()}
-	t.Cleanup(w.close) // registered first, so it runs last
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type testWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	closed bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return len(p), nil
-	}
-	return w.w.Write(p)
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
-}
-
 func quote(s string) string {
 	if strings.ContainsAny(s, "\t\n\\") {
 		return strconv.Quote(s)
@@ -229,7 +182,7 @@ func quote(s string) string {
 // targets, first blocks), every file's bytes, find's view of each entry, the flist's
 // inode numbers, st_blocks, statfs. Writing is refused with EROFS.
 func TestTree(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 7, flisttest.DefaultTreeOptions())
 	path, s := pack(t, src)
@@ -283,25 +236,16 @@ func TestTree(t *testing.T) {
 	// differ (the source's are the disk's; the mount's are 0), and so does the link count
 	// of hard-linked files (an flist has no hard links: every file has one link).
 	// Directories have 2 + their subdirectories on both sides.
-	srcFind, mntFind := findAttrs(t, src), findAttrs(t, mp)
-	if len(srcFind) != len(mntFind) {
-		t.Errorf("find sees %d entries in the mount, %d in the source", len(mntFind), len(srcFind))
-	}
-	for p, want := range srcFind {
-		got, ok := mntFind[p]
-		if !ok {
-			t.Errorf("find: %q missing from the mount", p)
-			continue
-		}
-		if want.typ == "d" {
-			want.size = "0"
+	srcFind := testkit.FindAttrs(t, src)
+	for p, e := range srcFind {
+		if e.Type == "d" {
+			e.Size = "0"
 		} else {
-			want.nlink = "1"
+			e.Nlink = "1"
 		}
-		if got != want {
-			t.Errorf("find: %q: mount %+v, source %+v", p, got, want)
-		}
+		srcFind[p] = e
 	}
+	testkit.CompareFind(t, testkit.FindAttrs(t, mp), srcFind)
 
 	// statfs: the totals come from a background walk; wait for them.
 	deadline := time.Now().Add(10 * time.Second)
@@ -333,27 +277,6 @@ func TestTree(t *testing.T) {
 	if err := os.Chmod(filepath.Join(mp, "one-byte"), 0o777); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("chmod: %v, want EROFS", err)
 	}
-}
-
-type findEntry struct{ typ, mode, uid, gid, size, mtime, nlink, target string }
-
-// findAttrs runs find(1) on dir and returns its view of each entry by relative path.
-func findAttrs(t *testing.T, dir string) map[string]findEntry {
-	t.Helper()
-	// Fields separated by \001, entries by \000: names hold spaces, tabs and newlines.
-	out, err := exec.Command("find", dir, "-printf", `%P\001%y\001%m\001%U\001%G\001%s\001%T@\001%n\001%l\000`).Output()
-	if err != nil {
-		t.Fatalf("find %s: %v", dir, err)
-	}
-	res := map[string]findEntry{}
-	for _, rec := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
-		f := strings.Split(rec, "\x01")
-		if len(f) != 9 {
-			t.Fatalf("find: odd record %q", rec)
-		}
-		res[f[0]] = findEntry{f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}
-	}
-	return res
 }
 
 // bigTree makes a directory holding "big", a file of size bytes of random content, and
@@ -397,7 +320,7 @@ type bigMount struct {
 // mountBig mounts a tree whose file "big" has size random bytes and opens it.
 func mountBig(t *testing.T, size int) bigMount {
 	t.Helper()
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, data := bigTree(t, size)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
@@ -503,7 +426,7 @@ func TestSequentialPrefetch(t *testing.T) {
 // request, and ends when the reader is evicted: the kernel never says a file was closed
 // (no OPEN/RELEASE), so reading more than MaxIdleReaders other files evicts it.
 func TestPrefetchCancelledOnEviction(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 20*flist.BlockSize)
 	for i := range mount.MaxIdleReaders + 1 {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("small%02d", i)), []byte{byte(i)}, 0o644); err != nil {
@@ -564,7 +487,7 @@ func TestPrefetchCancelledOnEviction(t *testing.T) {
 // TestReadTimeout: a getter that never delivers makes a read fail with EIO once
 // ReadTimeout has passed, whether it honours its context or ignores it.
 func TestReadTimeout(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 3*flist.BlockSize)
 	path, _ := pack(t, dir)
 	fl := openFlist(t, path)
@@ -601,7 +524,7 @@ func TestReadTimeout(t *testing.T) {
 
 // TestBadBlocks: a getter error, and blocks of the wrong length, are EIO, never garbage.
 func TestBadBlocks(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 2*flist.BlockSize+100)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
@@ -667,7 +590,7 @@ func (c *corruptFlist) Blocks(ctx context.Context, ino uint64) ([]flist.Block, e
 // no tree can have, too few blocks) is EIO for that operation; the rest of the mount
 // works.
 func TestCorruptFlist(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 3, flisttest.TreeOptions{})
 	path, s := pack(t, src)
@@ -733,7 +656,7 @@ func TestCorruptFlist(t *testing.T) {
 
 // TestCorruptBlockCount: a file with fewer blocks than its size needs cannot be read.
 func TestCorruptBlockCount(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 3*flist.BlockSize)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
@@ -757,7 +680,7 @@ func TestCorruptBlockCount(t *testing.T) {
 // TestFixtures: the real upstream flists, mounted metadata-only, list exactly as their
 // golden manifests say (every column but the two about blocks, which lstat cannot see).
 func TestFixtures(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	noBlocks := getterFunc(func(ctx context.Context, b flist.Block) ([]byte, error) {
 		return nil, fmt.Errorf("metadata-only: %w", flist.ErrNotFound)
 	})
@@ -842,7 +765,7 @@ func hashFile(t *testing.T, p string) [32]byte {
 // and the FUSE filesystem under the overlay do not change. On exit both mounts go, the
 // upper directory stays and the overlay's work directory is removed.
 func TestOverlay(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 5, flisttest.TreeOptions{})
 	path, s := pack(t, src)
@@ -919,7 +842,7 @@ func TestOverlay(t *testing.T) {
 // TestOverlayTemporaryUpper: without UpperDir, changes go to a temporary directory
 // that is gone once Run returns.
 func TestOverlayTemporaryUpper(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, data := bigTree(t, flist.BlockSize+3)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
@@ -951,7 +874,7 @@ func TestOverlayTemporaryUpper(t *testing.T) {
 // ErrUnmountedExternally (and Run then removes the FUSE mount under the overlay).
 // ClearStale of a path where nothing is mounted is not an error.
 func TestUnmountLive(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 10)
 	path, s := pack(t, dir)
 	fl := openFlist(t, path)
@@ -1049,7 +972,7 @@ func staleMount(t *testing.T, path, mp, work string, writable bool, before func(
 // removed by ClearStale; for a writable one the FUSE mount under the overlay and the
 // private directories go too.
 func TestClearStale(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 10)
 	path, _ := pack(t, dir)
 	for _, writable := range []bool{false, true} {
@@ -1087,7 +1010,7 @@ func TestClearStale(t *testing.T) {
 // leave: a tmpfs an admin mounted over the stale mount's path (after umount -l), or one
 // mounted below the zosfs mount while it was live. Both keep their data.
 func TestClearStaleLeavesForeignMounts(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 10)
 	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
 		t.Fatal(err)
@@ -1155,7 +1078,7 @@ func TestClearStaleLeavesForeignMounts(t *testing.T) {
 // interrupts the request and the cancellation reaches the BlockGetter (the read itself
 // would fail with EINTR; a killed process cannot tell).
 func TestInterrupt(t *testing.T) {
-	requireFUSE(t)
+	testkit.NeedFUSE(t)
 	dir, _ := bigTree(t, 4*flist.BlockSize)
 	path, _ := pack(t, dir)
 	fl := openFlist(t, path)

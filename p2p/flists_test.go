@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/blake2b"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
 
@@ -100,7 +101,7 @@ func TestGetFlist(t *testing.T) {
 	}
 	a := startNode(t, p2p.Config{Flists: newFlists(data)})
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "b to connect to a", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 30*time.Second)
 
 	f := tempFlistFile(t)
@@ -138,7 +139,7 @@ func TestGetFlist(t *testing.T) {
 	// A store that fails (not "not found") answers an error; the client moves on.
 	a2 := startNode(t, p2p.Config{Flists: &memFlists{err: errors.New("disk on fire")}})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a2)}})
-	waitFor(t, 5*time.Second, "c to connect", func() bool { return connected(c, a2.ID()) })
+	testkit.WaitFor(t, "c to connect", 5*time.Second, func() bool { return connected(c, a2.ID()) })
 	if err := c.GetFlist(ctx, digest, tempFlistFile(t), maxFlist); !errors.Is(err, p2p.ErrNotFound) || c.Banned(a2.ID()) {
 		t.Errorf("GetFlist from a failing store: %v (banned %v)", err, c.Banned(a2.ID()))
 	}
@@ -154,7 +155,7 @@ func TestGetFlistPoisoned(t *testing.T) {
 	bad := startNode(t, p2p.Config{Flists: poisoned})
 	good := startNode(t, p2p.Config{Flists: newFlists(data)})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}})
-	waitFor(t, 5*time.Second, "c to connect to the bad peer", func() bool { return connected(c, bad.ID()) })
+	testkit.WaitFor(t, "c to connect to the bad peer", 5*time.Second, func() bool { return connected(c, bad.ID()) })
 	ctx := ctxTimeout(t, 30*time.Second)
 
 	f := tempFlistFile(t)
@@ -165,7 +166,7 @@ func TestGetFlistPoisoned(t *testing.T) {
 	if !c.Banned(bad.ID()) || c.Stats().Rejected != 1 || c.Stats().FetchedFlists != 0 {
 		t.Errorf("after a wrong flist: banned %v, stats %+v", c.Banned(bad.ID()), c.Stats())
 	}
-	waitFor(t, 5*time.Second, "the bad peer to be disconnected", func() bool { return !connected(c, bad.ID()) })
+	testkit.WaitFor(t, "the bad peer to be disconnected", 5*time.Second, func() bool { return !connected(c, bad.ID()) })
 
 	if err := c.Connect(ctx, loopAddr(t, good)); err != nil {
 		t.Fatal(err)
@@ -185,12 +186,12 @@ func TestGetFlistThroughDHT(t *testing.T) {
 	a := startNode(t, p2p.Config{Flists: newFlists(data)})
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}})
-	waitFor(t, 5*time.Second, "b-a and c-b connections", func() bool {
+	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
 	provide(t, a, testBlock{id: digest})
 	ctx := ctxTimeout(t, 30*time.Second)
-	waitFor(t, 10*time.Second, "c to find a as a provider", func() bool {
+	testkit.WaitFor(t, "c to find a as a provider", 10*time.Second, func() bool {
 		provs, err := c.FindProviders(ctx, digest, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
@@ -210,7 +211,7 @@ func TestGetFlistPrivateNetwork(t *testing.T) {
 	a := startNode(t, p2p.Config{PSK: psk, Flists: newFlists(data)})
 	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}})
 	o := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "b to connect to a", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 20*time.Second)
 	if err := b.GetFlist(ctx, digest, tempFlistFile(t), 1<<20); err != nil {
 		t.Fatalf("GetFlist within the private network: %v", err)

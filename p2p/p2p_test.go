@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
 
@@ -107,33 +108,6 @@ func missingID() []byte {
 	return id
 }
 
-// testLogger logs warnings and errors to the test's output, and drops what comes after
-// the test's cleanup (late goroutines must not write to a finished test).
-func testLogger(t testing.TB) *slog.Logger {
-	w := &testWriter{out: t.Output()}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	out  io.Writer
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return len(p), nil
-	}
-	return w.out.Write(p)
-}
-
 // startNode starts a node on loopback (TCP only, no mDNS) and closes it at cleanup.
 func startNode(t testing.TB, cfg p2p.Config) *p2p.Node {
 	t.Helper()
@@ -149,7 +123,7 @@ func startNodeMDNS(t testing.TB, cfg p2p.Config) *p2p.Node {
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	}
 	n, err := p2p.New(cfg)
 	if err != nil {
@@ -178,18 +152,6 @@ func loopAddr(t testing.TB, n *p2p.Node) string {
 	}
 	t.Fatalf("node %s has no loopback address: %v", n.ID(), n.Addrs())
 	return ""
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func connected(n *p2p.Node, p peer.ID) bool { return slices.Contains(n.Peers(), p) }
@@ -227,7 +189,7 @@ func TestFetchAndGet(t *testing.T) {
 	blocks := makeBlocks(t, 8, 512<<10)
 	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "b to connect to a (bootstrap)", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a (bootstrap)", 5*time.Second, func() bool { return connected(b, a.ID()) })
 
 	ctx := ctxTimeout(t, 20*time.Second)
 	for _, blk := range blocks[:4] {
@@ -287,7 +249,7 @@ func TestConcurrentFetches(t *testing.T) {
 	blocks := makeBlocks(t, 200, 64<<10)
 	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "b to connect to a", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 
 	ctx := ctxTimeout(t, 30*time.Second)
 	var next atomic.Int64
@@ -337,7 +299,7 @@ func TestProvidersThroughDHT(t *testing.T) {
 	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}})
-	waitFor(t, 5*time.Second, "b-a and c-b connections", func() bool {
+	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
 	provide(t, a, blocks...)
@@ -346,7 +308,7 @@ func TestProvidersThroughDHT(t *testing.T) {
 	// The DHT is eventually consistent: c's routing table fills once identify has run.
 	var provs []peer.ID
 	var err error
-	waitFor(t, 10*time.Second, "c to find a as a provider", func() bool {
+	testkit.WaitFor(t, "c to find a as a provider", 10*time.Second, func() bool {
 		provs, err = c.FindProviders(ctx, blocks[0].id, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
@@ -376,7 +338,7 @@ func TestPoisonedPeer(t *testing.T) {
 	poisonStore.corrupt = true
 	bad := startNode(t, p2p.Config{Blocks: poisonStore})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, good), loopAddr(t, bad)}})
-	waitFor(t, 5*time.Second, "c to connect to both", func() bool {
+	testkit.WaitFor(t, "c to connect to both", 5*time.Second, func() bool {
 		return connected(c, good.ID()) && connected(c, bad.ID())
 	})
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -402,7 +364,7 @@ func TestPoisonedPeer(t *testing.T) {
 	if got := c.Stats().Rejected; got != 1 {
 		t.Errorf("rejected %d blocks, want 1", got)
 	}
-	waitFor(t, 5*time.Second, "the poisoned peer to be disconnected", func() bool { return !connected(c, bad.ID()) })
+	testkit.WaitFor(t, "the poisoned peer to be disconnected", 5*time.Second, func() bool { return !connected(c, bad.ID()) })
 	if connected(c, good.ID()) == false || c.Banned(good.ID()) {
 		t.Errorf("the good peer was dropped too")
 	}
@@ -424,7 +386,7 @@ func TestPoisonedPeer(t *testing.T) {
 
 	// Fetch directly from a poisoned peer: the error wraps flist.ErrBlockCorrupt.
 	d := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}})
-	waitFor(t, 5*time.Second, "d to connect to the bad peer", func() bool { return connected(d, bad.ID()) })
+	testkit.WaitFor(t, "d to connect to the bad peer", 5*time.Second, func() bool { return connected(d, bad.ID()) })
 	_, err = d.Fetch(ctx, bad.ID(), blocks[0].id)
 	if !errors.Is(err, flist.ErrBlockCorrupt) {
 		t.Fatalf("Fetch of a corrupt block: %v, want flist.ErrBlockCorrupt", err)
@@ -445,7 +407,7 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 		Bootstrap:  []string{loopAddr(t, good), loopAddr(t, victim)},
 		HedgeDelay: time.Minute,
 	})
-	waitFor(t, 5*time.Second, "c to connect to both", func() bool {
+	testkit.WaitFor(t, "c to connect to both", 5*time.Second, func() bool {
 		return connected(c, good.ID()) && connected(c, victim.ID())
 	})
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -469,7 +431,7 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 	}
 	// Wait until the victim holds the Fetches and some Gets (each Get picks one of its
 	// two peers at random), then kill it.
-	waitFor(t, 10*time.Second, "Fetches and Gets to reach the victim", func() bool { return victimStore.gets.Load() > int64(len(blocks)) })
+	testkit.WaitFor(t, "Fetches and Gets to reach the victim", 10*time.Second, func() bool { return victimStore.gets.Load() > int64(len(blocks)) })
 	killed := time.Now()
 	if err := victim.Close(); err != nil {
 		t.Errorf("closing the victim: %v", err)
@@ -503,7 +465,7 @@ func TestPrivateNetwork(t *testing.T) {
 	psk := pskFile()
 	a := startNode(t, p2p.Config{PSK: psk, Blocks: newStore(blocks...)})
 	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "b to connect to a", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	for _, addr := range a.Addrs() {
 		if bytes.Contains([]byte(addr), []byte("quic")) {
 			t.Errorf("a private node listens on QUIC: %s", addr)
@@ -515,7 +477,7 @@ func TestPrivateNetwork(t *testing.T) {
 		t.Fatalf("Get within the private network: %v", err)
 	}
 	provide(t, a, blocks...)
-	waitFor(t, 10*time.Second, "b to find a as a provider", func() bool {
+	testkit.WaitFor(t, "b to find a as a provider", 10*time.Second, func() bool {
 		provs, err := b.FindProviders(ctx, blocks[1].id, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
@@ -572,7 +534,7 @@ func TestQUIC(t *testing.T) {
 	quicOnly := []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
 	a := startNode(t, p2p.Config{Listen: quicOnly, Blocks: newStore(blocks...)})
 	b := startNode(t, p2p.Config{Listen: quicOnly, Bootstrap: a.Addrs()})
-	waitFor(t, 5*time.Second, "b to connect to a over QUIC", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect to a over QUIC", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 10*time.Second)
 	for _, blk := range blocks {
 		data, err := b.Get(ctx, blk.id)
@@ -758,13 +720,13 @@ func TestRawRequests(t *testing.T) {
 			if _, err := io.ReadAll(s); err == nil {
 				t.Errorf("the node answered a malformed request without resetting")
 			}
-			waitFor(t, 5*time.Second, "the sender to be banned", func() bool { return a.Banned(h.ID()) })
+			testkit.WaitFor(t, "the sender to be banned", 5*time.Second, func() bool { return a.Banned(h.ID()) })
 		})
 	}
 	// A well-formed client still gets its block.
 	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
 	ctx := ctxTimeout(t, 10*time.Second)
-	waitFor(t, 5*time.Second, "b to connect", func() bool { return connected(b, a.ID()) })
+	testkit.WaitFor(t, "b to connect", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	if _, err := b.Fetch(ctx, a.ID(), blocks[0].id); err != nil {
 		t.Errorf("Fetch after bad clients: %v", err)
 	}
@@ -777,8 +739,8 @@ const mdnsNetnsEnv = "ZOSFS_P2P_MDNS_NETNS"
 // TestMDNS checks that two nodes on one LAN find each other with mDNS alone. mDNS
 // multicasts on every multicast-capable interface, so the test never runs in the host's
 // network namespace: it runs itself again under `unshare -n` (as root), in a namespace
-// whose only interface is loopback with multicast turned on. It skips where that cannot
-// be done.
+// whose only interface is loopback with multicast turned on. Where that cannot be done
+// it skips, or fails under CI (which runs as root with ip and unshare).
 func TestMDNS(t *testing.T) {
 	if os.Getenv(mdnsNetnsEnv) == "1" {
 		ifaces, _ := net.Interfaces()
@@ -787,21 +749,18 @@ func TestMDNS(t *testing.T) {
 		}
 		a := startNodeMDNS(t, p2p.Config{})
 		b := startNodeMDNS(t, p2p.Config{})
-		waitFor(t, 15*time.Second, "the nodes to find each other with mDNS", func() bool {
+		testkit.WaitFor(t, "the nodes to find each other with mDNS", 15*time.Second, func() bool {
 			return connected(a, b.ID()) && connected(b, a.ID())
 		})
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("mDNS test needs root to make a loopback-only network namespace (it must not multicast on the host's interfaces)")
-	}
-	for _, tool := range []string{"unshare", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("mDNS test needs %s to make a loopback-only network namespace: %v", tool, err)
-		}
-	}
+	// A loopback-only network namespace needs root, unshare and ip: it must not multicast
+	// on the host's interfaces.
+	testkit.NeedRoot(t)
+	testkit.NeedCommand(t, "unshare")
+	testkit.NeedCommand(t, "ip")
 	if out, err := exec.Command("unshare", "-n", "true").CombinedOutput(); err != nil {
-		t.Skipf("mDNS test cannot make a network namespace here (unshare -n: %v: %s)", err, out)
+		testkit.Unavailable(t, "mDNS test cannot make a network namespace here (unshare -n: %v: %s)", err, out)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
 	defer cancel()
@@ -829,7 +788,7 @@ func BenchmarkFetch(b *testing.B) {
 	}
 	a := startNode(b, p2p.Config{Blocks: newStore(blocks...)})
 	c := startNode(b, p2p.Config{Bootstrap: []string{loopAddr(b, a)}})
-	waitFor(b, 5*time.Second, "connection", func() bool { return connected(c, a.ID()) })
+	testkit.WaitFor(b, "connection", 5*time.Second, func() bool { return connected(c, a.ID()) })
 	ctx := ctxTimeout(b, 5*time.Minute) // a stall fails the benchmark instead of hanging it
 	b.SetBytes(bytesPer)
 	b.ResetTimer()

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
 
@@ -58,7 +59,7 @@ func TestFirstWave(t *testing.T) {
 		}
 		return x.ID()
 	}
-	waitFor(t, 10*time.Second, "the nodes to agree on the fetchers", func() bool {
+	testkit.WaitFor(t, "the nodes to agree on the fetchers", 10*time.Second, func() bool {
 		for _, b := range blocks {
 			want := fetcherOf(nodes[0], b.id)
 			for _, x := range nodes[1:] {
@@ -136,7 +137,7 @@ func TestFirstWave(t *testing.T) {
 	}
 	// Such a node (it has no hub) is never a designated fetcher, and it sends every
 	// block to one that can fetch.
-	waitFor(t, 10*time.Second, "the node without a hook to learn its peer can fetch", func() bool {
+	testkit.WaitFor(t, "the node without a hook to learn its peer can fetch", 10*time.Second, func() bool {
 		_, ok := plain.Fetcher(blocks[0].id)
 		return ok
 	})
@@ -161,7 +162,7 @@ func TestServeRate(t *testing.T) {
 	const rate = 4 << 20
 	a := startNode(t, p2p.Config{Blocks: newStore(blocks...), ServeRate: rate})
 	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	waitFor(t, 5*time.Second, "connection", func() bool { return connected(c, a.ID()) })
+	testkit.WaitFor(t, "connection", 5*time.Second, func() bool { return connected(c, a.ID()) })
 	ctx := ctxTimeout(t, time.Minute)
 	start := time.Now()
 	errs := make(chan error, len(blocks))

@@ -1,13 +1,16 @@
 // Package testkit holds the helpers the project's tests share: skipping (or, under CI,
 // failing) a test whose requirements are missing, a logger into the test's output,
-// polling for a condition, find(1)'s view of a tree. It imports nothing of the project.
+// polling for a condition, find(1)'s view of a tree and its comparison with another's. It imports nothing of the project.
 package testkit
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -148,4 +151,43 @@ func FindAttrs(t testing.TB, dir string) map[string]FindEntry {
 		res[f[0]] = FindEntry{f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}
 	}
 	return res
+}
+
+// maxReported bounds the differing entries CompareFind reports.
+const maxReported = 10
+
+// CompareFind fails t if got and want (FindAttrs of two trees) differ: entries missing
+// from got, extra in got, or with other attributes; the first few are reported by path,
+// in order, then how many differ in all.
+func CompareFind(t testing.TB, got, want map[string]FindEntry) {
+	t.Helper()
+	paths := slices.Sorted(maps.Keys(want))
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	diffs := 0
+	for _, p := range paths {
+		g, inGot := got[p]
+		w, inWant := want[p]
+		var msg string
+		switch {
+		case !inGot:
+			msg = fmt.Sprintf("find: %q missing (want %+v)", p, w)
+		case !inWant:
+			msg = fmt.Sprintf("find: %q unexpected (%+v)", p, g)
+		case g != w:
+			msg = fmt.Sprintf("find: %q: %+v, want %+v", p, g, w)
+		default:
+			continue
+		}
+		if diffs++; diffs <= maxReported {
+			t.Error(msg)
+		}
+	}
+	if diffs > maxReported {
+		t.Errorf("find: %d entries differ in all (of %d, want %d)", diffs, len(got), len(want))
+	}
 }

@@ -152,3 +152,31 @@ func TestFindAttrs(t *testing.T) {
 		t.Errorf("%q: uid %s, want %d", odd, e.UID, os.Getuid())
 	}
 }
+
+func TestCompareFind(t *testing.T) {
+	e := FindEntry{Type: "f", Mode: "644", Size: "1", Nlink: "1"}
+	want := map[string]FindEntry{"": {Type: "d"}, "a": e, "b": e, "c": e}
+	got := map[string]FindEntry{"": {Type: "d"}, "a": e, "c": {Type: "f", Mode: "600", Size: "1", Nlink: "1"}, "d": e}
+	r := &errRecorder{TB: t}
+	CompareFind(r, got, want)
+	if len(r.errs) != 3 || !strings.Contains(r.errs[0], `"b" missing`) || !strings.Contains(r.errs[1], `"c": {Type:f Mode:600`) || !strings.Contains(r.errs[2], `"d" unexpected`) {
+		t.Errorf("errors:\n%s", strings.Join(r.errs, "\n"))
+	}
+	r = &errRecorder{TB: t}
+	CompareFind(r, want, want)
+	if len(r.errs) != 0 {
+		t.Errorf("same trees: %q", r.errs)
+	}
+}
+
+// errRecorder is a testing.TB that records its errors.
+type errRecorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errRecorder) Helper()           {}
+func (r *errRecorder) Error(args ...any) { r.errs = append(r.errs, fmt.Sprint(args...)) }
+func (r *errRecorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}

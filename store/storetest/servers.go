@@ -17,14 +17,17 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
 // Real servers for the tests: redis-server standing in for 0-db, and versitygw as S3.
 // Each test starts its own on a free loopback port and kills it, by pid, at cleanup.
 
-// NeedTool returns the path of a program the tests need. Missing, it fails the test when
-// CI is set and skips it otherwise, saying how to install it.
+// NeedTool returns the path of a program the tests need, looked for on the PATH and in
+// extraDirs. Missing, it ends the test (testkit.Unavailable: fails under CI, skips
+// otherwise), saying how to install it.
 func NeedTool(t *testing.T, name, install string, extraDirs ...string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
@@ -36,11 +39,7 @@ func NeedTool(t *testing.T, name, install string, extraDirs ...string) string {
 			return p
 		}
 	}
-	msg := name + " not found on PATH (nor in $GOBIN, $(go env GOPATH)/bin); install it with: " + install
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testkit.Unavailable(t, "%s not found on PATH (nor in $GOBIN, $(go env GOPATH)/bin); install it with: %s", name, install)
 	return ""
 }
 
