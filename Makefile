@@ -1,13 +1,16 @@
 # zosfs-agent — build, test, benchmark and demo. See README.md.
 GO      ?= go
 BIN     := bin/zosfs-agent
+# What --version prints beside the commit and the Go version.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 # The shipped binary is static: the SQLite driver is pure Go.
 export CGO_ENABLED ?= 0
 
 .PHONY: build test bench demo fuzz vet lint clean
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/zosfs-agent
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/zosfs-agent
 
 # The whole suite, race detector on (the race detector itself needs cgo).
 test:
@@ -18,7 +21,7 @@ vet:
 
 # go vet plus staticcheck (fetched through the module proxy on first use).
 lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Ratios against baselines measured in the same run; results go to docs/BENCHMARKS.md.
 # bench-mount.sh needs root and /dev/fuse; bench-site.sh's part B needs root, ip and tc

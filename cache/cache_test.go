@@ -1044,8 +1044,8 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cache.Open(config(t, dir, 0, nil)); err == nil {
-		t.Error("a second Open of the same directory: no error")
+	if _, err := cache.Open(config(t, dir, 0, nil)); err == nil || !strings.Contains(err.Error(), "another daemon") {
+		t.Errorf("a second Open of the same directory: %v, want an error naming another daemon (issue 13, 12)", err)
 	}
 	id, data := newBlock(32, 100)
 	mustPut(t, c, id, data)

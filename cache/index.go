@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"container/heap"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
@@ -118,6 +120,9 @@ func Open(cfg Config) (*Cache, error) {
 // may have lost records: load then drops the files it no longer lists).
 func (c *Cache) openIndex(path string) (*leveldb.DB, error) {
 	db, err := leveldb.OpenFile(path, nil)
+	if errors.Is(err, syscall.EAGAIN) { // the index's lock file is held
+		return nil, fmt.Errorf("%s is in use by another process (is another daemon running with the same --data?): %w", path, err)
+	}
 	if lerrors.IsCorrupted(err) {
 		c.log.Warn("index damaged; recovering what it holds", "err", err)
 		db, err = leveldb.RecoverFile(path, nil)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,4 +207,12 @@ func isMounted(dir string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// TestVersion (issue 13, 12): --version names the build: version, commit, Go toolchain.
+func TestVersion(t *testing.T) {
+	out := agent(t, "--version")
+	if !strings.HasPrefix(out, "zosfs-agent ") || !strings.Contains(out, "(commit ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version printed %q", out)
+	}
 }

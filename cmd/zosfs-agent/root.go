@@ -11,9 +11,11 @@ func newRootCmd() *cobra.Command {
 		Long: `zosfs-agent packs directory trees and tar archives into flists (small metadata
 databases whose file contents live as encrypted, content-addressed blocks in stores),
 and reads the flists that exist today: rfs .fl files and legacy .flist archives.`,
+		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("zosfs-agent {{.Version}}\n")
 	root.AddCommand(
 		newPackCmd(),
 		newManifestCmd(),
