@@ -78,6 +78,9 @@ func (m *mountManager) mount(ctx context.Context, req api.MountRequest) (api.Mou
 	if fi, err := os.Stat(mp); err != nil || !fi.IsDir() {
 		return api.Mount{}, fmt.Errorf("%w: mountpoint %s is not a directory", api.ErrBadRequest, mp)
 	}
+	if err := mount.CheckMountpoint(mp, req.Force); err != nil {
+		return api.Mount{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	m.mu.Lock()
 	_, busy := m.mounts[mp]
 	m.mu.Unlock()
@@ -88,7 +91,7 @@ func (m *mountManager) mount(ctx context.Context, req api.MountRequest) (api.Mou
 	if err != nil {
 		return api.Mount{}, err
 	}
-	info := api.Mount{CID: c.String(), Mountpoint: mp, Ref: req.Ref, Writable: req.Writable, UpperDir: req.UpperDir}
+	info := api.Mount{CID: c.String(), Mountpoint: mp, Ref: req.Ref, Writable: req.Writable, UpperDir: req.UpperDir, Force: req.Force}
 	if err := m.start(ctx, info); err != nil {
 		return api.Mount{}, err
 	}
@@ -239,6 +242,10 @@ func (m *mountManager) restore(ctx context.Context) {
 	for _, info := range saved {
 		if err := mount.ClearStale(info.Mountpoint); err != nil {
 			m.d.log.Error("not restoring a mount: its mountpoint is not ours to clear", "mountpoint", info.Mountpoint, "cid", info.CID, "err", err)
+			continue
+		}
+		if err := mount.CheckMountpoint(info.Mountpoint, info.Force); err != nil {
+			m.d.log.Error("not restoring a mount", "mountpoint", info.Mountpoint, "cid", info.CID, "err", err)
 			continue
 		}
 		if err := m.start(ctx, info); err != nil {

@@ -216,3 +216,55 @@ func TestVersion(t *testing.T) {
 		t.Errorf("--version printed %q", out)
 	}
 }
+
+// zosfsMounts counts the zosfs mounts in the mount table.
+func zosfsMounts(t *testing.T) int {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(info), " - fuse.zosfs ")
+}
+
+// TestMountRefusesSystemPaths (issue 13, 8): the daemon refuses to mount at "/", on the
+// kernel's filesystems and over directories that are not empty (unless --force), and a
+// refusal leaves no mount behind.
+func TestMountRefusesSystemPaths(t *testing.T) {
+	needFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	d := runDaemon(t, "--hub", h.URL)
+	before := zosfsMounts(t)
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "mine"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.mountpoints = append(d.mountpoints, full)
+	for _, mp := range []string{"/", "/etc", "/usr", "/proc", "/sys/kernel", full} {
+		_, errOut, err := agentResult(t, nil, "mount", "--api", d.Socket, cid, mp)
+		if err == nil {
+			t.Errorf("mount at %s succeeded", mp)
+			syscall.Unmount(mp, syscall.MNT_DETACH)
+			continue
+		}
+		if !strings.Contains(errOut, "refused mountpoint") {
+			t.Errorf("mount at %s: %s", mp, errOut)
+		}
+	}
+	if n := zosfsMounts(t); n != before {
+		t.Fatalf("%d zosfs mounts after the refusals, %d before", n, before)
+	}
+	d.cli(t, "mount", "--force", cid, full)
+	if got, err := os.ReadFile(filepath.Join(full, "hello")); err != nil || string(got) != "hello" {
+		t.Errorf("mount --force over a directory that is not empty: %q, %v", got, err)
+	}
+	d.cli(t, "umount", full)
+	if got, err := os.ReadFile(filepath.Join(full, "mine")); err != nil || string(got) != "mine" {
+		t.Errorf("the directory's own file after umount: %q, %v", got, err)
+	}
+}

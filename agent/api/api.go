@@ -18,6 +18,8 @@ type MountRequest struct {
 	// directory when empty).
 	Writable bool   `json:"rw,omitempty"`
 	UpperDir string `json:"upper,omitempty"`
+	// Force mounts over a directory that is not empty, hiding its files.
+	Force bool `json:"force,omitempty"`
 }
 
 // Mount is one mount of the daemon.
@@ -27,6 +29,7 @@ type Mount struct {
 	Ref        string `json:"ref,omitempty"`
 	Writable   bool   `json:"rw,omitempty"`
 	UpperDir   string `json:"upper,omitempty"`
+	Force      bool   `json:"force,omitempty"`
 }
 
 // Status is the daemon's state (`zosfs-agent status --json`).

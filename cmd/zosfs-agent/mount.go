@@ -17,12 +17,14 @@ func newMountCmd() *cobra.Command {
 		req    api.MountRequest
 	)
 	cmd := &cobra.Command{
-		Use:   "mount [--rw [--upper DIR]] REF MOUNTPOINT",
+		Use:   "mount [--rw [--upper DIR]] [--force] REF MOUNTPOINT",
 		Short: "Mount an flist (by CID, path, URL or USER/NAME on a hub) through the daemon",
 		Long: `mount asks the daemon to serve an flist at MOUNTPOINT as a read-only FUSE filesystem.
 The whole tree shows at once; a file's blocks are fetched when it is read. REF is a CID,
 a path to an flist file, an http(s) URL, or USER/NAME on the daemon's hub. With --rw a
-kernel overlayfs on top takes writes, into --upper DIR (a temporary directory otherwise).`,
+kernel overlayfs on top takes writes, into --upper DIR (a temporary directory otherwise).
+MOUNTPOINT must be an empty directory (--force mounts over one that is not, hiding its
+files); "/" and the kernel's own filesystems (/proc, /sys, /dev) are always refused.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Ref, req.Mountpoint = args[0], args[1]
@@ -53,6 +55,7 @@ kernel overlayfs on top takes writes, into --upper DIR (a temporary directory ot
 	}
 	apiFlag(cmd, &socket)
 	cmd.Flags().BoolVar(&req.Writable, "rw", false, "writable: a kernel overlayfs on top takes the writes")
+	cmd.Flags().BoolVar(&req.Force, "force", false, "mount over a directory that is not empty, hiding its files")
 	cmd.Flags().StringVar(&req.UpperDir, "upper", "", "with --rw: the `DIR` that receives the writes (default: a temporary one)")
 	return cmd
 }
