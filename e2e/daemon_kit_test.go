@@ -15,26 +15,12 @@ import (
 	"time"
 
 	"github.com/zosfs/zosfs-agent/agent/api"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store/storetest"
 )
 
-// needFUSE skips (or, under CI, fails) a test that needs real FUSE mounts.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	msg := ""
-	if os.Geteuid() != 0 {
-		msg = "FUSE mounts need root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		msg = "no /dev/fuse"
-	}
-	if msg == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
+// needFUSE is testkit.NeedFUSE, for the callers not yet renamed.
+var needFUSE = testkit.NeedFUSE
 
 // proc is a zosfs-agent process started by a test; it is ended by pid at cleanup.
 type proc struct {
@@ -120,7 +106,7 @@ func runHub(t *testing.T) *testHub {
 	}
 	h.URL = fmt.Sprintf("http://127.0.0.1:%d", h.port)
 	h.proc = startProc(t, "hub", "hub", "--data", h.data, "--listen", fmt.Sprintf("127.0.0.1:%d", h.port), "--token-file", tokenFile)
-	waitFor(t, "hub", 20*time.Second, h.exited, func() bool {
+	testkit.WaitForProcess(t, "the hub to answer /health", 20*time.Second, h.exited, func() bool {
 		resp, err := http.Get(h.URL + "/health")
 		if err == nil {
 			resp.Body.Close()
@@ -129,23 +115,6 @@ func runHub(t *testing.T) *testHub {
 	})
 	t.Setenv("ZOSFS_HUB_TOKEN", h.Token)
 	return h
-}
-
-// waitFor polls ok until it holds, the process exits or the time is up.
-func waitFor(t *testing.T, what string, limit time.Duration, exited <-chan struct{}, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		select {
-		case <-exited:
-			t.Fatalf("%s exited before it was ready", what)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %s", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // testDaemon is a real daemon process with its own data dir and API socket.
@@ -174,7 +143,7 @@ func runDaemon(t *testing.T, extra ...string) *testDaemon {
 func (d *testDaemon) start() {
 	d.t.Helper()
 	d.proc = startProc(d.t, "daemon", d.args...)
-	waitFor(d.t, "daemon", 30*time.Second, d.exited, func() bool {
+	testkit.WaitForProcess(d.t, "the daemon to answer on its API socket", 30*time.Second, d.exited, func() bool {
 		_, err := d.client().Status(d.t.Context())
 		return err == nil
 	})

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/flist/flisttest"
 	"github.com/zosfs/zosfs-agent/internal/fixtures"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 )
 
 // storedSize is what the hub sends for a file: the stored size of each of its blocks.
@@ -36,28 +36,25 @@ func storedSize(t *testing.T, path string) int64 {
 	return n
 }
 
-// findAttrs lists a tree the way find -printf does (path, type, mode, owner, size,
-// mtime, symlink target), relative paths, sorted. A directory's size is the packing
-// host's filesystem's business (4096 on ext4), so it is left out.
-func findAttrs(t *testing.T, dir string) string {
+// compareFind compares find(1)'s view of a mount with its source's (testkit.FindAttrs):
+// every attribute, but a mount's directories have size 0 (the source's are the disk's)
+// and its files one link each (an flist has no hard links).
+func compareFind(t *testing.T, mp, src string) {
 	t.Helper()
-	out, err := exec.Command("find", dir, "-printf", `%P\t%y\t%m\t%U\t%G\t%s\t%T@\t%l\n`).Output()
-	if err != nil {
-		t.Fatalf("find %s: %v", dir, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	for i, l := range lines {
-		if c := strings.Split(l, "\t"); len(c) == 8 && c[1] == "d" {
-			c[5] = "-"
-			lines[i] = strings.Join(c, "\t")
+	want := testkit.FindAttrs(t, src)
+	for p, e := range want {
+		if e.Type == "d" {
+			e.Size = "0"
+		} else {
+			e.Nlink = "1"
 		}
+		want[p] = e
 	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
+	testkit.CompareFind(t, testkit.FindAttrs(t, mp), want)
 }
 
 // diffTrees runs diff -r on two trees, leaving out the special files of
-// flisttest.MakeTree (diff would try to read a fifo), whose attributes findAttrs checks.
+// flisttest.MakeTree (diff would try to read a fifo), whose attributes compareFind checks.
 func diffTrees(t *testing.T, a, b string) {
 	t.Helper()
 	args := []string{"-r", "--no-dereference"}
@@ -73,7 +70,7 @@ func diffTrees(t *testing.T, a, b string) {
 // real daemon: reading one file fetches exactly its blocks; then the whole tree matches
 // the source (diff -r, find attributes, lstat manifest).
 func TestMountLazyFromHub(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 11, flisttest.DefaultTreeOptions())
@@ -102,9 +99,7 @@ func TestMountLazyFromHub(t *testing.T) {
 	}
 
 	diffTrees(t, src, mp)
-	if g, w := findAttrs(t, mp), findAttrs(t, src); g != w {
-		t.Errorf("find attributes differ:\nmount:\n%s\nsource:\n%s", g, w)
-	}
+	compareFind(t, mp, src)
 	if g, w := flisttest.DiskManifest(t, mp), flisttest.DiskManifest(t, src); g != w {
 		t.Errorf("lstat manifests differ:\nmount:\n%s\nsource:\n%s", g, w)
 	}
@@ -115,7 +110,7 @@ func TestMountLazyFromHub(t *testing.T) {
 // TestMountGoSource: the Go toolchain's source tree, a real tree of ~12,000 entries,
 // through hub, daemon and FUSE, read entirely and compared.
 func TestMountGoSource(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	if testing.Short() {
 		t.Skip("reads the whole Go source tree")
 	}
@@ -129,15 +124,13 @@ func TestMountGoSource(t *testing.T) {
 	d := runDaemon(t, "--hub", h.URL)
 	mp := d.mountFlist(t, cid)
 	diffTrees(t, src, mp)
-	if g, w := findAttrs(t, mp), findAttrs(t, src); g != w {
-		t.Errorf("find attributes differ")
-	}
+	compareFind(t, mp, src)
 }
 
 // TestHubDown: with the hub gone, files already read still read; an uncached read fails
 // with EIO within the read deadline, and does not hang.
 func TestHubDown(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 12, flisttest.TreeOptions{})
@@ -168,7 +161,7 @@ func TestHubDown(t *testing.T) {
 
 // TestOverlay: a writable mount takes writes into the upper dir; the flist is unchanged.
 func TestOverlay(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 13, flisttest.TreeOptions{})
 	storeDir := t.TempDir()
@@ -222,7 +215,7 @@ func fileHash(t *testing.T, p string) string {
 // Started again, it replaces the stale mount, its cache holds no corrupt block, and the
 // pull completes.
 func TestKillDuringPull(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	if out, err := exec.Command("go", "run", "../internal/tools/gentree", "-size", "160MiB", "-seed", "5", src).CombinedOutput(); err != nil {
@@ -239,7 +232,7 @@ func TestKillDuringPull(t *testing.T) {
 	}
 	pullDone := make(chan error, 1)
 	go func() { pullDone <- pull.Wait() }()
-	waitFor(t, "some of the pull", 60*time.Second, d.exited, func() bool {
+	testkit.WaitForProcess(t, "some of the pull to be cached", 60*time.Second, d.exited, func() bool {
 		st, err := d.client().Status(t.Context())
 		return err == nil && st.Cache.Blocks > 20
 	})
@@ -302,7 +295,7 @@ func hexID(name string) ([]byte, error) {
 // only: their blocks are gone) shows the tree, attributes and symlinks of its golden
 // listing.
 func TestFixturesMounted(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	d := runDaemon(t)
 	for _, name := range fixtures.Flists {
 		t.Run(name, func(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 )
 
 // Size of the first-wave flist: files of random bytes (nothing compresses, so the stored
@@ -41,7 +43,7 @@ func TestFirstWave(t *testing.T) {
 }
 
 func testFirstWave(t *testing.T, withHub bool, files int) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	want := map[string][sha256.Size]byte{}

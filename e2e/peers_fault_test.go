@@ -18,6 +18,7 @@ import (
 
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/flist/flisttest"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store/storetest"
 )
 
@@ -38,7 +39,7 @@ func runBadPeer(t *testing.T, args ...string) (*proc, string) {
 	t.Cleanup(func() { out.Close() })
 	p := startBinary(t, "badpeer", bin, out, args...)
 	var addr string
-	waitFor(t, "badpeer", 20*time.Second, p.exited, func() bool {
+	testkit.WaitForProcess(t, "badpeer to write its address", 20*time.Second, p.exited, func() bool {
 		b, _ := os.ReadFile(addrFile)
 		line, ok := strings.CutSuffix(string(b), "\n")
 		addr = line
@@ -78,7 +79,7 @@ func hasPeer(t *testing.T, d *testDaemon, id string) bool {
 // peer and A (which read the tree) as neighbours, bans the bad peer too and reads every
 // byte, and the flist itself, from its honest neighbours.
 func TestPoisonedPeer(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 41, flisttest.TreeOptions{})
@@ -177,7 +178,7 @@ func writeRandomFile(t *testing.T, path string, size int64, seed uint64) {
 // neighbour; A is killed (SIGKILL) in the middle. B's read completes without error, byte
 // for byte equal to the source: what A did not send, B fetches from the hub.
 func TestPeerKilledMidTransfer(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	big := filepath.Join(src, "big")
@@ -211,7 +212,7 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 		n, err := io.Copy(sum, f)
 		done <- result{fmt.Sprintf("%x", sum.Sum(nil)), n, err}
 	}()
-	waitFor(t, "B's read from A", 60*time.Second, b.exited, func() bool {
+	testkit.WaitForProcess(t, "an eighth of B's read to come from A", 60*time.Second, b.exited, func() bool {
 		st, err := b.client().Status(t.Context())
 		return err == nil && st.Fetched.Peers >= stored/8
 	})

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store/storetest"
 
 	"syscall"
@@ -33,7 +34,7 @@ func (d *testDaemon) bootstrapAddr(t *testing.T) string {
 // waitPeers waits until the daemon sees at least n peers.
 func (d *testDaemon) waitPeers(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, "peers", 30*time.Second, d.exited, func() bool {
+	testkit.WaitForProcess(t, "the daemon to see its peers", 30*time.Second, d.exited, func() bool {
 		st, err := d.client().Status(t.Context())
 		return err == nil && len(st.Peers) >= n
 	})
@@ -45,7 +46,7 @@ func (d *testDaemon) waitPeers(t *testing.T, n int) {
 // that knows no hub mounts the flist by CID and reads all that A had, from its
 // neighbours alone.
 func TestNeighboursFirst(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 21, flisttest.TreeOptions{})
@@ -127,7 +128,7 @@ func metricValue(exposition, name string) float64 {
 // TestPrivateNetwork: daemons sharing a PSK exchange blocks; a daemon without it cannot
 // join them, and so gets everything from the hub.
 func TestPrivateNetwork(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	flisttest.MakeTree(t, src, 22, flisttest.TreeOptions{})
@@ -168,7 +169,7 @@ func TestPrivateNetwork(t *testing.T) {
 // over the flist protocol. A mounts it through the hub and reads a file; with the hub
 // stopped, B, which knows no hub, mounts it by CID from A and lists and reads it.
 func TestLargeFlistFromNeighbour(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	const files = 30000
