@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -45,7 +46,7 @@ func (s *Server) routes() http.Handler {
 	// {name...} so that a name with too many parts is refused as a bad name (400).
 	mux.HandleFunc("PUT /names/{name...}", s.writer(s.putName))
 	mux.HandleFunc("GET /{user}/{file}", s.getNamedFile)
-	return s.logRequests(s.checkPath(mux))
+	return s.logRequests(s.guardBodies(s.checkPath(mux)))
 }
 
 // statusWriter remembers the status and size of an answer, for the request log.
@@ -114,11 +115,17 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, what string, e
 	http.Error(w, what+" failed on the hub (see its log)", http.StatusInternalServerError)
 }
 
-// refuseBody answers a body that could not be read: 413 past its bound, else 400.
+// refuseBody answers a body that could not be read: 413 past its bound, 408 when it
+// stalled, else 400.
 func (s *Server) refuseBody(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		s.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than the limit of %d bytes", mbe.Limit))
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.refuse(w, r, http.StatusRequestTimeout, "the body stalled: nothing came for "+s.cfg.BodyStallTimeout.String())
 		return
 	}
 	s.refuse(w, r, http.StatusBadRequest, "bad body: "+err.Error())

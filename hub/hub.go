@@ -26,8 +26,10 @@
 // Refusals: malformed ids, CIDs, names, paths holding . or .. segments (also when
 // percent-encoded), bodies that are not what they claim (a block that does not hash to its
 // id, an upload that is not a readable flist) -> 400; no token -> 401; wrong token, or a
-// write to a read-only hub -> 403; unknown -> 404; wrong method -> 405; a body over its bound
-// -> 413. A refused request writes nothing. Error bodies are one line of text/plain.
+// write to a read-only hub -> 403; unknown -> 404; wrong method -> 405; a body that sends
+// nothing for Config.BodyStallTimeout -> 408 (or the connection is closed); a body over its
+// bound -> 413; more than Config.MaxBodiesPerClient bodies in flight from one address ->
+// 429. A refused request writes nothing. Error bodies are one line of text/plain.
 //
 // # Storage
 //
@@ -90,8 +92,9 @@ const (
 // hide an S3 round trip, few enough not to flood the store.
 const missingWorkers = 16
 
-// Server timeouts. Bodies get no read timeout: an flist upload over a thin uplink may take
-// long, and the request context ends when the client goes away.
+// Server timeouts. Bodies get no overall read timeout: an flist upload over a thin uplink
+// may take long. A body that stalls is cut (Config.BodyStallTimeout), and the request
+// context ends when the client goes away.
 const (
 	readHeaderTimeout = 30 * time.Second
 	idleTimeout       = 2 * time.Minute
@@ -128,6 +131,12 @@ type Config struct {
 	// PartSize is the size of the parts flist files are stored as; 0 means
 	// DefaultPartSize. It must not exceed what Blocks accepts in one Put.
 	PartSize int
+	// BodyStallTimeout cuts a request whose body sends nothing for that long; 0 means
+	// DefaultBodyStallTimeout.
+	BodyStallTimeout time.Duration
+	// MaxBodiesPerClient bounds the requests with a body one client address has in
+	// flight; 0 means DefaultMaxBodiesPerClient.
+	MaxBodiesPerClient int
 	// Logger receives the hub's logs (component=hub); nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -138,6 +147,7 @@ type Server struct {
 	log     *slog.Logger
 	tmpDir  string
 	cat     *catalog
+	bodies  clientLimiter
 	handler http.Handler
 }
 
@@ -158,10 +168,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PartSize <= 0 {
 		cfg.PartSize = DefaultPartSize
 	}
+	if cfg.BodyStallTimeout <= 0 {
+		cfg.BodyStallTimeout = DefaultBodyStallTimeout
+	}
+	if cfg.MaxBodiesPerClient <= 0 {
+		cfg.MaxBodiesPerClient = DefaultMaxBodiesPerClient
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "hub"), tmpDir: filepath.Join(cfg.Dir, "tmp")}
+	s.bodies.max = cfg.MaxBodiesPerClient
 	// Leftovers of uploads cut short by a crash are useless: start with an empty tmp/.
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
