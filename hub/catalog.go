@@ -211,12 +211,15 @@ func (c *catalog) name(name string) (nameRecord, flistRecord, bool) {
 	return n, r, ok
 }
 
-// addFlist records an flist whose parts are stored.
-func (c *catalog) addFlist(cid string, r flistRecord) error {
+// addFlist records an flist whose parts are stored, uploaded by client.
+func (c *catalog) addFlist(cid string, r flistRecord, client string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.flists[cid]; ok {
 		return nil
+	}
+	if err := appendAudit(c.dir, auditRecord{Time: r.Created, Action: "flist", CID: cid, Size: r.Size, Client: client}); err != nil {
+		return err
 	}
 	c.flists[cid] = r
 	if err := saveJSON(c.dir, flistsFile, c.flists); err != nil {
@@ -226,25 +229,37 @@ func (c *catalog) addFlist(cid string, r flistRecord) error {
 	return nil
 }
 
-// setName points name at cid, which must be held (else ErrNotFound).
-func (c *catalog) setName(name, cid string, now time.Time) (FlistInfo, error) {
+// setName points name at cid, which must be held (else ErrNotFound), on behalf of
+// client, and returns the CID it pointed at before ("" if none). The change is in the
+// audit file before it is answered: one that cannot be recorded is undone.
+func (c *catalog) setName(name, cid string, now time.Time, client string) (info FlistInfo, prev string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.flists[cid]
 	if !ok {
-		return FlistInfo{}, fmt.Errorf("flist %s: %w on this hub", cid, ErrNotFound)
+		return FlistInfo{}, "", fmt.Errorf("flist %s: %w on this hub", cid, ErrNotFound)
 	}
 	old, had := c.names[name]
-	c.names[name] = nameRecord{CID: cid, Updated: now}
-	if err := saveJSON(c.dir, namesFile, c.names); err != nil {
+	undo := func() {
 		if had {
 			c.names[name] = old
 		} else {
 			delete(c.names, name)
 		}
-		return FlistInfo{}, fmt.Errorf("save %s: %w", namesFile, err)
 	}
-	return FlistInfo{Name: name, CID: cid, Size: r.Size, Updated: now}, nil
+	c.names[name] = nameRecord{CID: cid, Updated: now}
+	if err := saveJSON(c.dir, namesFile, c.names); err != nil {
+		undo()
+		return FlistInfo{}, "", fmt.Errorf("save %s: %w", namesFile, err)
+	}
+	if err := appendAudit(c.dir, auditRecord{Time: now, Action: "name", Name: name, Old: old.CID, CID: cid, Client: client}); err != nil {
+		undo()
+		if serr := saveJSON(c.dir, namesFile, c.names); serr != nil {
+			err = errors.Join(err, fmt.Errorf("save %s: %w", namesFile, serr))
+		}
+		return FlistInfo{}, "", err
+	}
+	return FlistInfo{Name: name, CID: cid, Size: r.Size, Updated: now}, old.CID, nil
 }
 
 // list returns every name (sorted), then every flist no name points at (by CID).

@@ -391,22 +391,23 @@ func (s *Server) uploadFlist(w http.ResponseWriter, r *http.Request) {
 			err = s.sync(ctx)
 		}
 		if err == nil {
-			err = s.cat.addFlist(key, flistRecord{Size: size, MD5: hex.EncodeToString(sum.Sum(nil)), Parts: parts, Created: time.Now().UTC()})
+			err = s.cat.addFlist(key, flistRecord{Size: size, MD5: hex.EncodeToString(sum.Sum(nil)), Parts: parts, Created: time.Now().UTC()}, r.RemoteAddr)
 		}
 		if err != nil {
 			s.internal(w, r, "store flist", err)
 			return
 		}
-		s.log.Info("flist stored", "cid", key, "size", size, "parts", len(parts))
+		s.log.Info("flist stored", "cid", key, "size", size, "parts", len(parts), "remote", r.RemoteAddr)
 	}
 	res := UploadResult{CID: key, Size: size}
 	if name != "" {
-		if _, err := s.cat.setName(name, key, time.Now().UTC()); err != nil {
+		_, prev, err := s.cat.setName(name, key, time.Now().UTC(), r.RemoteAddr)
+		if err != nil {
 			s.internal(w, r, "set name", err)
 			return
 		}
 		res.Name = name
-		s.log.Info("name set", "name", name, "cid", key)
+		s.log.Info("name set", "name", name, "cid", key, "old", prev, "remote", r.RemoteAddr)
 	}
 	writeJSON(w, http.StatusOK, res)
 }
@@ -577,7 +578,7 @@ func (s *Server) putName(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	info, err := s.cat.setName(name, key, time.Now().UTC())
+	info, prev, err := s.cat.setName(name, key, time.Now().UTC(), r.RemoteAddr)
 	if errors.Is(err, ErrNotFound) {
 		s.refuse(w, r, http.StatusNotFound, err.Error())
 		return
@@ -586,6 +587,6 @@ func (s *Server) putName(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, "set name", err)
 		return
 	}
-	s.log.Info("name set", "name", name, "cid", key)
+	s.log.Info("name set", "name", name, "cid", key, "old", prev, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, info)
 }

@@ -38,8 +38,10 @@
 // bytes, each part under its BLAKE2b-256 — so an flist that fits in one part (most do) is
 // stored under its CID's digest, and every stored object hashes to its key. Two small JSON
 // files in Config.Dir say what the hub holds: flists.json (CID -> size, MD5, part ids,
-// upload time) and names.json (USER/NAME -> CID, time set). Each is rewritten atomically
-// (temporary file, fsync, rename, fsync of the directory) under a mutex. Uploads are spooled
+// upload time) and names.json (USER/NAME -> CID, time set). audit.jsonl keeps every
+// accepted write (an flist stored; a name set, with the CID it pointed at before; the
+// client; the time), appended and fsynced before the write is answered. Each JSON file is
+// rewritten atomically (temporary file, fsync, rename, fsync of the directory) under a mutex. Uploads are spooled
 // in Dir/tmp, which New empties. Before an flist is recorded, the store is synced if it can
 // be (a Sync(ctx) error method), so the blocks pushed before an flist are durable once the
 // flist is accepted.
