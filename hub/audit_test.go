@@ -41,7 +41,7 @@ func TestAudit(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var rec struct {
-			Time                          string
+			Time                           string
 			Action, Name, Old, CID, Client string
 		}
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
