@@ -770,22 +770,81 @@ func legacyWalk(ctx context.Context, f Flist) error {
 	return err
 }
 
+// The fuzz targets of whole flists are seeded with tiny databases (smallLegacyDB), not with
+// legacyTree's or the real fixture: Go's minimizer spends up to -fuzzminimizetime (60 s by
+// default) on every input that finds new coverage, removing bytes one at a time, and on
+// inputs of many kilobytes it never finishes, so the fuzzer would do little else. The
+// ordinary tests open the larger ones. Even these seeds are kilobytes, hence
+// limitFuzzMinimize.
+
+// smallLegacyTree is a tiny valid legacy tree: a root holding a file of one block and a
+// directory holding a symlink, all owned by one ACI. With loop, the directory also holds
+// a directory that is the root again.
+func smallLegacyTree(loop bool) map[string][]byte {
+	const acl = "aaaaaaaaaaaaaaaa"
+	d := legacyTDir{acl: acl, inodes: []legacyTInode{{name: "l", kind: 2, acl: acl, target: "../f"}}}
+	if loop {
+		d.inodes = append(d.inodes, legacyTInode{name: "loop", kind: 0, acl: acl, sub: legacyDirKey("")})
+	}
+	return map[string][]byte{
+		legacyDirKey(""): legacyEncodeDir("", legacyTDir{acl: acl, inodes: []legacyTInode{
+			{name: "d", kind: 0, acl: acl},
+			{name: "f", kind: 1, size: 1, acl: acl, blocks: []Block{legacyTestBlock("f")}},
+		}}),
+		legacyDirKey("d"): legacyEncodeDir("d", d),
+		acl:               legacyEncodeACI("root", "root", 0o755, -1, -1),
+	}
+}
+
+// smallLegacyDB writes entries as a flistdb.sqlite3 of 512-byte pages; indexed gives the
+// entries table its usual primary key, meta a metadata table naming a backend.
+func smallLegacyDB(t testing.TB, entries map[string][]byte, indexed, meta bool) []byte {
+	t.Helper()
+	schema := "CREATE TABLE entries (key VARCHAR(64), value BLOB)"
+	if indexed {
+		schema = "CREATE TABLE entries (key VARCHAR(64) PRIMARY KEY, value BLOB)"
+	}
+	var m map[string]string
+	if meta {
+		m = map[string]string{"backend": `{"host":"h","port":1}`}
+	}
+	return legacyDBSchema(t, schema, entries, m, "PRAGMA page_size = 512", "VACUUM")
+}
+
+// TestSmallLegacy: the fuzz seeds are valid legacy flists (or, with the loop, corrupt ones).
+func TestSmallLegacy(t *testing.T) {
+	for _, indexed := range []bool{true, false} {
+		db := smallLegacyDB(t, smallLegacyTree(false), indexed, indexed)
+		l, err := OpenLegacy(t.Context(), legacyWriteFile(t, legacyTarGz(t, legacyMember{"flistdb.sqlite3", db})))
+		if err != nil {
+			t.Fatalf("indexed %v: %v", indexed, err)
+		}
+		if err := legacyWalk(t.Context(), l); err != nil {
+			t.Errorf("indexed %v: %v", indexed, err)
+		}
+		if n := len(l.nodes); n != 4 {
+			t.Errorf("indexed %v: %d entries, want 4", indexed, n)
+		}
+		t.Logf("indexed %v: %d bytes", indexed, len(db))
+	}
+	db := smallLegacyDB(t, smallLegacyTree(true), true, false)
+	if _, err := OpenLegacy(t.Context(), legacyWriteFile(t, legacyTarGz(t, legacyMember{"flistdb.sqlite3", db}))); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("loop: %v, want ErrCorrupt", err)
+	}
+}
+
 func FuzzOpenLegacy(f *testing.F) {
-	dirs, acis := legacyTree()
-	entries := legacyEntries(dirs, acis)
-	f.Add(legacyTarGz(f, legacyMember{"./flistdb.sqlite3", legacyDB(f, entries, map[string]string{"backend": `{"host":"h","port":1}`})}))
-	f.Add(legacyTarGz(f, legacyMember{"flistdb.sqlite3", legacyDB(f, map[string][]byte{
+	limitFuzzMinimize(f)
+	f.Add(legacyTarGz(f, legacyMember{"./flistdb.sqlite3", smallLegacyDB(f, smallLegacyTree(false), true, true)}))
+	f.Add(legacyTarGz(f, legacyMember{"flistdb.sqlite3", smallLegacyDB(f, map[string][]byte{
 		legacyDirKey(""):   legacyEncodeDir("", legacyTDir{acl: "aaaaaaaaaaaaaaaa"}),
-		"aaaaaaaaaaaaaaaa": acis["aaaaaaaaaaaaaaaa"],
-	}, nil)}))
+		"aaaaaaaaaaaaaaaa": legacyEncodeACI("root", "root", 0o755, 0, 0),
+	}, false, false)}))
 	f.Add(legacyTarGz(f, legacyMember{"README", []byte("no db")}))
 	f.Add([]byte("not gzip"))
-	// The real fixture, when present (the fuzz target does not require it).
-	if b, err := os.ReadFile(funkFixture(f)); err == nil {
-		f.Add(b)
-	}
+	// One file per worker process, rewritten for each input.
+	p := filepath.Join(f.TempDir(), "fuzz.flist")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(t.TempDir(), "fuzz.flist")
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -807,12 +866,13 @@ func FuzzOpenLegacy(f *testing.F) {
 // itself, so that mutations reach SQLite, the capnp values and the tree building without
 // having to survive gzip first.
 func FuzzOpenLegacyDB(f *testing.F) {
-	dirs, acis := legacyTree()
-	f.Add(legacyDB(f, legacyEntries(dirs, acis), map[string]string{"backend": `{"host":"h","port":1}`}))
-	dirs["bin"].inodes = append(dirs["bin"].inodes, legacyTInode{name: "loop", kind: 0, acl: "aaaaaaaaaaaaaaaa", sub: legacyDirKey("")})
-	f.Add(legacyDB(f, legacyEntries(dirs, acis), nil))
+	limitFuzzMinimize(f)
+	f.Add(smallLegacyDB(f, smallLegacyTree(false), true, true))
+	f.Add(smallLegacyDB(f, smallLegacyTree(false), false, false))
+	f.Add(smallLegacyDB(f, smallLegacyTree(true), true, false))
+	// One file per worker process, rewritten for each input.
+	p := filepath.Join(f.TempDir(), "fuzz.flist")
 	f.Fuzz(func(t *testing.T, db []byte) {
-		p := filepath.Join(t.TempDir(), "fuzz.flist")
 		if err := os.WriteFile(p, legacyTarGz(t, legacyMember{"flistdb.sqlite3", db}), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -947,9 +1007,4 @@ func TestLegacyCapnpSmallStructs(t *testing.T) {
 	if len(d.contents) != 1 || d.contents[0].name != "x" || d.contents[0].typ != TypeDir {
 		t.Errorf("%+v", d.contents)
 	}
-}
-
-func funkFixture(t testing.TB) string {
-	p, _ := fixtures.Flist(t, "funk-latest.flist")
-	return p
 }

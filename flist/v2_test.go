@@ -185,18 +185,22 @@ func TestV2Navigation(t *testing.T) {
 // fuzzDeadline bounds one fuzz input's work: past it the input counts as a hang.
 const fuzzDeadline = 20 * time.Second
 
-// FuzzOpenV2 mutates real .fl files: opening and walking must never panic or hang.
+// FuzzOpenV2 mutates small .fl files: opening and walking must never panic or hang.
+//
+// The seeds are the smallest valid flists this package writes (a root, a file of one block
+// and a symlink; 512-byte pages), one with the rfs indexes and one without. Real flists
+// (45 KB and more) are no seeds: Go's minimizer spends up to -fuzzminimizetime (60 s by
+// default) on every input that finds new coverage, removing bytes one at a time, and on
+// inputs that large it never finishes, so the fuzzer would do little else. The fixtures
+// are opened and checked by the ordinary tests instead. Even these seeds are kilobytes,
+// hence LimitFuzzMinimize.
 func FuzzOpenV2(f *testing.F) {
-	for _, name := range []string{"hello-world-latest.fl", "alpine-latest.fl"} {
-		p, _ := fixtures.Flist(f, name)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	flist.LimitFuzzMinimize(f)
+	f.Add(smallV2(f, true))
+	f.Add(smallV2(f, false))
+	// One file per worker process, rewritten for each input.
+	p := filepath.Join(f.TempDir(), "fuzz.fl")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := filepath.Join(t.TempDir(), "fuzz.fl")
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -211,6 +215,66 @@ func FuzzOpenV2(f *testing.F) {
 			t.Fatalf("open and walk took over %s", fuzzDeadline)
 		}
 	})
+}
+
+// smallV2 returns a tiny valid .fl: a root holding a file of one block and a symlink, with
+// one route and one tag, in 512-byte pages; without indexes unless indexed.
+func smallV2(t testing.TB, indexed bool) []byte {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "small.fl")
+	blk := flist.Block{ID: bytes.Repeat([]byte{1}, 32), Key: bytes.Repeat([]byte{2}, 32)}
+	root := &flist.Node{Entry: flist.Entry{Type: flist.TypeDir, Mode: 0o755}, Children: []*flist.Node{
+		{Entry: flist.Entry{Name: "f", Type: flist.TypeFile, Mode: 0o644, Size: 1}, Blocks: []flist.Block{blk}},
+		{Entry: flist.Entry{Name: "l", Type: flist.TypeSymlink, Mode: 0o777, Target: "f"}},
+	}}
+	routes := []flist.Route{{Start: 0, End: 255, URL: "dir:///b"}}
+	if err := flist.WriteV2(t.Context(), p, root, routes, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{"PRAGMA page_size = 512"}
+	if !indexed {
+		stmts = append(stmts, "DROP INDEX parents", "DROP INDEX names", "DROP INDEX block_ino")
+	}
+	stmts = append(stmts, "VACUUM")
+	return execSQLite(t, p, stmts...)
+}
+
+// execSQLite runs stmts on the database at p and returns its bytes.
+func execSQLite(t testing.TB, p string, stmts ...string) []byte {
+	t.Helper()
+	db, err := sql.Open("sqlite", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestSmallV2: the fuzz seeds are valid flists.
+func TestSmallV2(t *testing.T) {
+	for _, indexed := range []bool{true, false} {
+		data := smallV2(t, indexed)
+		p := filepath.Join(t.TempDir(), "small.fl")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := openAndWalk(t, p); err != nil {
+			t.Errorf("indexed %v: %v", indexed, err)
+		}
+		t.Logf("indexed %v: %d bytes", indexed, len(data))
+	}
 }
 
 // TestV2Totals: the aggregate agrees with a walk of the tree.
