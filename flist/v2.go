@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -30,6 +31,21 @@ type V2 struct {
 	// The navigation queries, prepared once: a mount runs them for every lookup, listing
 	// and open.
 	getStmt, lookupStmt, readDirStmt, blocksStmt *sql.Stmt
+	// mem, for a flist without the rfs indexes (where every query by parent or by a
+	// block's inode scans a whole table, so that reading the whole tree is quadratic),
+	// holds what the indexes would give, gathered at open in one pass over each table;
+	// nil when the indexes are there. Get, ReadDir and Blocks use it; Lookup does not.
+	mem *v2Mem
+	// memGetStmt is getStmt with the block count given as its second argument;
+	// memChildStmt selects the rows of one inode number in one directory.
+	// memBlockStmt one block by rowid.
+	memGetStmt, memChildStmt, memBlockStmt *sql.Stmt
+}
+
+// v2Mem stands in for the indexes of a flist that lacks them.
+type v2Mem struct {
+	children map[uint64][]uint64 // parent -> inode numbers of the rows naming it, once each
+	blocks   map[int64][]int64   // inode number -> rowids of its blocks, in rowid order
 }
 
 // prepare compiles the navigation queries once.
@@ -42,6 +58,9 @@ func (v *V2) prepare(ctx context.Context) error {
 		{&v.lookupStmt, entryColumns + "WHERE i.parent = ? AND i.name = ? AND i.ino <> i.parent AND i.ino <> 1 ORDER BY i.ino LIMIT 1"},
 		{&v.readDirStmt, entryColumns + "WHERE i.parent = ? AND i.ino <> i.parent AND i.ino <> 1"},
 		{&v.blocksStmt, "SELECT id, key FROM block WHERE ino = ? ORDER BY rowid"},
+		{&v.memGetStmt, entrySelect("?2") + "WHERE i.ino = ?1"},
+		{&v.memChildStmt, entrySelect("?3") + "WHERE i.ino = ?1 AND i.parent = ?2"},
+		{&v.memBlockStmt, "SELECT id, key FROM block WHERE rowid = ?"},
 	} {
 		st, err := v.db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -111,6 +130,9 @@ func (v *V2) check(ctx context.Context) error {
 	if err := v.prepare(ctx); err != nil {
 		return err
 	}
+	if err := v.loadMemIfUnindexed(ctx); err != nil {
+		return err
+	}
 	root, err := v.Get(ctx, RootIno)
 	if err != nil {
 		return fmt.Errorf("root: %w", err)
@@ -120,47 +142,142 @@ func (v *V2) check(ctx context.Context) error {
 	}
 	// Every row must be valid and reachable from the root through directories: one pass
 	// now gives a clear error up front instead of a surprise in the middle of a mount.
-	rows, err := v.db.QueryContext(ctx, entryColumns)
+	// The pass reads each table once and reachability is worked out from the rows read,
+	// so that it stays linear on a flist without the rfs indexes, where a lookup per row
+	// (counting an entry's blocks, finding a directory's children) scans a whole table.
+	rows, err := v.db.QueryContext(ctx, allEntriesQuery)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	defer rows.Close()
 	var total int64
+	reach := v2Reach{dirs: map[uint64]bool{}, children: map[uint64][]uint64{}}
 	for rows.Next() {
-		if _, err := scanEntry(rows); err != nil {
+		e, err := scanEntry(rows)
+		if err != nil {
 			return err
 		}
+		reach.add(e)
 		total++
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	var reachable int64
-	if err := v.db.QueryRowContext(ctx, reachableQuery).Scan(&reachable); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if reachable != total {
+	if reachable := reach.count(); reachable != total {
 		return fmt.Errorf("%w: %d of %d entries are not reachable from the root (a parent-link cycle, a missing parent or a parent that is not a directory)",
 			ErrCorrupt, total-reachable, total)
+	}
+	if v.mem != nil {
+		for p, cs := range reach.children {
+			slices.Sort(cs)
+			reach.children[p] = slices.Compact(cs)
+		}
+		v.mem.children = reach.children
 	}
 	return nil
 }
 
-// reachableQuery counts the entries reachable from the root through directories. UNION
-// (not UNION ALL) makes it terminate on cycles.
-const reachableQuery = `WITH RECURSIVE t(ino) AS (
-	SELECT 1
-	UNION
-	SELECT i.ino FROM t JOIN inode d ON d.ino = t.ino JOIN inode i ON i.parent = t.ino
-	WHERE i.ino <> 1 AND (d.mode & 61440) = 16384
-) SELECT count(*) FROM t`
+// loadMemIfUnindexed sets v.mem when SQLite would scan a table to list a directory or to
+// find or count a file's blocks, and reads the rowids of all blocks into it.
+func (v *V2) loadMemIfUnindexed(ctx context.Context) error {
+	indexed := true
+	for _, q := range []string{
+		entryColumns + "WHERE i.parent = 1",
+		"SELECT id, key FROM block WHERE ino = 1 ORDER BY rowid",
+	} {
+		rows, err := v.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		for rows.Next() {
+			var id, parent, unused any
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				rows.Close()
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			indexed = indexed && !strings.HasPrefix(detail, "SCAN")
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	if indexed {
+		return nil
+	}
+	// Blocks whose ino is not an integer match no inode's number (the column has integer
+	// affinity, so a number stored in it is an integer).
+	rows, err := v.db.QueryContext(ctx, "SELECT rowid, ino FROM block WHERE typeof(ino) = 'integer' ORDER BY rowid")
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer rows.Close()
+	m := &v2Mem{blocks: map[int64][]int64{}}
+	for rows.Next() {
+		var rowid, ino int64
+		if err := rows.Scan(&rowid, &ino); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		m.blocks[ino] = append(m.blocks[ino], rowid)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	v.mem = m
+	return nil
+}
+
+// allEntriesQuery selects every inode with the columns of entryColumns, counting the blocks
+// of all in one grouped pass over the block table rather than with a lookup per inode.
+const allEntriesQuery = `SELECT i.ino, i.parent, i.name, i.size, i.uid, i.gid, i.mode, i.rdev, i.mtime,
+	e.data, coalesce(b.n, 0)
+	FROM inode i LEFT JOIN extra e ON e.ino = i.ino
+	LEFT JOIN (SELECT ino, count(*) AS n FROM block GROUP BY ino) b ON b.ino = i.ino`
+
+// v2Reach counts the entries reachable from the root through directories, from the rows
+// of the inode table, as a recursive query would: an inode is reached when its parent is
+// a reached directory (any row of that number with a directory mode), the root is never
+// anyone's child, and each inode number counts once, so cycles end.
+type v2Reach struct {
+	dirs     map[uint64]bool     // inode numbers with a directory row
+	children map[uint64][]uint64 // parent -> inode numbers of the rows naming it
+}
+
+func (r *v2Reach) add(e Entry) {
+	if e.Type == TypeDir {
+		r.dirs[e.Ino] = true
+	}
+	if e.Ino != RootIno {
+		r.children[e.Parent] = append(r.children[e.Parent], e.Ino)
+	}
+}
+
+func (r *v2Reach) count() int64 {
+	seen := map[uint64]bool{RootIno: true}
+	stack := []uint64{RootIno}
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if !r.dirs[d] {
+			continue
+		}
+		for _, c := range r.children[d] {
+			if !seen[c] {
+				seen[c] = true
+				stack = append(stack, c)
+			}
+		}
+	}
+	return int64(len(seen))
+}
 
 // Format implements Flist.
 func (v *V2) Format() Format { return FormatV2 }
 
 // Close implements Flist.
 func (v *V2) Close() error {
-	for _, st := range []*sql.Stmt{v.getStmt, v.lookupStmt, v.readDirStmt, v.blocksStmt} {
+	for _, st := range []*sql.Stmt{v.getStmt, v.lookupStmt, v.readDirStmt, v.blocksStmt, v.memGetStmt, v.memChildStmt, v.memBlockStmt} {
 		if st != nil {
 			st.Close()
 		}
@@ -169,9 +286,14 @@ func (v *V2) Close() error {
 }
 
 // entryColumns selects one inode with its symlink target and its block count.
-const entryColumns = `SELECT i.ino, i.parent, i.name, i.size, i.uid, i.gid, i.mode, i.rdev, i.mtime,
-	e.data, (SELECT count(*) FROM block b WHERE b.ino = i.ino)
+var entryColumns = entrySelect("(SELECT count(*) FROM block b WHERE b.ino = i.ino)")
+
+// entrySelect selects one inode with its symlink target and nblocks as its block count.
+func entrySelect(nblocks string) string {
+	return `SELECT i.ino, i.parent, i.name, i.size, i.uid, i.gid, i.mode, i.rdev, i.mtime,
+	e.data, ` + nblocks + `
 	FROM inode i LEFT JOIN extra e ON e.ino = i.ino `
+}
 
 func scanEntry(sc interface{ Scan(...any) error }) (Entry, error) {
 	var (
@@ -237,7 +359,13 @@ func (v *V2) Get(ctx context.Context, ino uint64) (Entry, error) {
 	if ino > math.MaxInt64 {
 		return Entry{}, ErrNotFound
 	}
-	e, err := scanEntry(v.getStmt.QueryRowContext(ctx, int64(ino)))
+	var row *sql.Row
+	if v.mem != nil {
+		row = v.memGetStmt.QueryRowContext(ctx, int64(ino), len(v.mem.blocks[int64(ino)]))
+	} else {
+		row = v.getStmt.QueryRowContext(ctx, int64(ino))
+	}
+	e, err := scanEntry(row)
 	if errors.Is(err, ErrNotFound) {
 		return e, fmt.Errorf("inode %d: %w", ino, err)
 	}
@@ -267,7 +395,35 @@ func (v *V2) ReadDir(ctx context.Context, ino uint64) ([]Entry, error) {
 	if dir.Type != TypeDir {
 		return nil, fmt.Errorf("inode %d: %w", ino, ErrNotDir)
 	}
-	rows, err := v.readDirStmt.QueryContext(ctx, int64(ino))
+	var out []Entry
+	if v.mem == nil {
+		if out, err = v.scanEntries(ctx, v.readDirStmt, int64(ino)); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, c := range v.mem.children[ino] {
+			if c == ino || c == RootIno {
+				continue
+			}
+			es, err := v.scanEntries(ctx, v.memChildStmt, int64(c), int64(ino), len(v.mem.blocks[int64(c)]))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, es...)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for i := 1; i < len(out); i++ {
+		if out[i].Name == out[i-1].Name {
+			return nil, fmt.Errorf("%w: directory inode %d has two entries named %q", ErrCorrupt, ino, out[i].Name)
+		}
+	}
+	return out, nil
+}
+
+// scanEntries runs the entry query st with args and scans every row.
+func (v *V2) scanEntries(ctx context.Context, st *sql.Stmt, args ...any) ([]Entry, error) {
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
@@ -283,12 +439,6 @@ func (v *V2) ReadDir(ctx context.Context, ino uint64) ([]Entry, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	for i := 1; i < len(out); i++ {
-		if out[i].Name == out[i-1].Name {
-			return nil, fmt.Errorf("%w: directory inode %d has two entries named %q", ErrCorrupt, ino, out[i].Name)
-		}
-	}
 	return out, nil
 }
 
@@ -297,6 +447,21 @@ func (v *V2) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 	if ino > math.MaxInt64 {
 		return nil, ErrNotFound
 	}
+	if v.mem != nil {
+		rowids := v.mem.blocks[int64(ino)]
+		if len(rowids) == 0 {
+			return nil, nil
+		}
+		out := make([]Block, 0, len(rowids))
+		for _, r := range rowids {
+			b, err := scanBlock(v.memBlockStmt.QueryRowContext(ctx, r), ino)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b)
+		}
+		return out, nil
+	}
 	rows, err := v.blocksStmt.QueryContext(ctx, int64(ino))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -304,12 +469,9 @@ func (v *V2) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 	defer rows.Close()
 	var out []Block
 	for rows.Next() {
-		var b Block
-		if err := rows.Scan(&b.ID, &b.Key); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
-		if len(b.ID) != 32 || len(b.Key) != 32 {
-			return nil, fmt.Errorf("%w: inode %d: block id/key of %d/%d bytes, want 32", ErrCorrupt, ino, len(b.ID), len(b.Key))
+		b, err := scanBlock(rows, ino)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, b)
 	}
@@ -317,6 +479,17 @@ func (v *V2) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return out, nil
+}
+
+func scanBlock(sc interface{ Scan(...any) error }, ino uint64) (Block, error) {
+	var b Block
+	if err := sc.Scan(&b.ID, &b.Key); err != nil {
+		return Block{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(b.ID) != 32 || len(b.Key) != 32 {
+		return Block{}, fmt.Errorf("%w: inode %d: block id/key of %d/%d bytes, want 32", ErrCorrupt, ino, len(b.ID), len(b.Key))
+	}
+	return b, nil
 }
 
 // Routes implements Flist.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"database/sql"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,6 +74,15 @@ func TestOpenV2Hostile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := hostileCopy(t, fix, tc.stmts...)
+			err := openAndWalk(t, p)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+		// Without the rfs indexes, V2 navigates by what it gathered at open: the same
+		// damage must give the same error.
+		t.Run(tc.name+" unindexed", func(t *testing.T) {
+			p := hostileCopy(t, fix, append(tc.stmts, "DROP INDEX IF EXISTS parents", "DROP INDEX IF EXISTS names", "DROP INDEX IF EXISTS block_ino")...)
 			err := openAndWalk(t, p)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
@@ -300,5 +311,80 @@ func TestV2Totals(t *testing.T) {
 			t.Errorf("%s: Totals = %d, %d, %v; the walk counts %d, %d", name, ge, gb, err, entries, bytes)
 		}
 		f.Close()
+	}
+}
+
+// unindexedV2 writes a valid .fl of n entries (directories of nine one-block files) without
+// the rfs indexes, as some packers make them.
+func unindexedV2(t testing.TB, n int) string {
+	t.Helper()
+	blk := flist.Block{ID: bytes.Repeat([]byte{1}, 32), Key: bytes.Repeat([]byte{2}, 32)}
+	root := &flist.Node{Entry: flist.Entry{Type: flist.TypeDir, Mode: 0o755}}
+	var d *flist.Node
+	for i := 1; i < n; i++ {
+		if i%10 == 1 {
+			d = &flist.Node{Entry: flist.Entry{Name: fmt.Sprintf("d%d", i), Type: flist.TypeDir, Mode: 0o755}}
+			root.Children = append(root.Children, d)
+			continue
+		}
+		d.Children = append(d.Children, &flist.Node{
+			Entry:  flist.Entry{Name: fmt.Sprintf("f%d", i), Type: flist.TypeFile, Mode: 0o644, Size: 1},
+			Blocks: []flist.Block{blk},
+		})
+	}
+	p := filepath.Join(t.TempDir(), fmt.Sprintf("unindexed-%d.fl", n))
+	if err := flist.WriteV2(t.Context(), p, root, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	execSQLite(t, p, "DROP INDEX parents", "DROP INDEX names", "DROP INDEX block_ino", "VACUUM")
+	return p
+}
+
+// TestOpenV2UnindexedLinear: opening a flist without indexes and reading all of it, as the
+// hub validates an upload (entries, blocks, routes, tags), takes time linear in its
+// entries. A lookup per entry in an unindexed table (a block count, a directory's
+// children, a file's blocks) made it quadratic: 4× the entries took 16× the time. The
+// ratio of two sizes measured in the same run does not depend on the machine's speed;
+// the best of three runs of each keeps a stray pause out of it.
+func TestOpenV2UnindexedLinear(t *testing.T) {
+	const n = 1500
+	best := func(p string) time.Duration {
+		d := time.Duration(math.MaxInt64)
+		for range 3 {
+			start := time.Now()
+			if err := openAndWalk(t, p); err != nil {
+				t.Fatal(err)
+			}
+			d = min(d, time.Since(start))
+		}
+		return d
+	}
+	small, large := best(unindexedV2(t, n)), best(unindexedV2(t, 4*n))
+	ratio := float64(large) / float64(small)
+	t.Logf("open and walk: %d entries %v, %d entries %v: ratio %.1f", n, small, 4*n, large, ratio)
+	if ratio > 8 {
+		t.Errorf("4× the entries took %.1f× the time to open and walk (linear is about 4, quadratic 16)", ratio)
+	}
+}
+
+// TestV2UnindexedSameTree: without the indexes, the flist reads as the same tree.
+func TestV2UnindexedSameTree(t *testing.T) {
+	for _, name := range []string{"alpine-latest.fl", "redis-latest.fl"} {
+		manifest := func(p string) string {
+			f, err := flist.OpenV2(t.Context(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var b bytes.Buffer
+			if err := flist.WriteManifest(t.Context(), &b, f); err != nil {
+				t.Fatal(err)
+			}
+			return b.String()
+		}
+		p, _ := fixtures.Flist(t, name)
+		if a, b := manifest(p), manifest(hostileCopy(t, name, "DROP INDEX parents", "DROP INDEX names", "DROP INDEX block_ino")); a != b || a == "" {
+			t.Errorf("%s: the manifest without indexes differs", name)
+		}
 	}
 }
