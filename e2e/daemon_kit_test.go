@@ -19,9 +19,6 @@ import (
 	"github.com/zosfs/zosfs-agent/store/storetest"
 )
 
-// needFUSE is testkit.NeedFUSE, for the callers not yet renamed.
-var needFUSE = testkit.NeedFUSE
-
 // proc is a zosfs-agent process started by a test; it is ended by pid at cleanup.
 type proc struct {
 	cmd    *exec.Cmd

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 )
 
 // testTmpfs mounts a small tmpfs at dir holding f = "precious", detached at cleanup: the
@@ -43,7 +45,7 @@ func isTmpfs(t *testing.T, dir string) bool {
 // tmpfs mounted at a recorded mountpoint after the kill, nor one mounted under a zosfs
 // mount while it was live.
 func TestRestartLeavesForeignMounts(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
@@ -148,7 +150,7 @@ func fillDisk(t *testing.T, dir string) (free func()) {
 // what the daemon says, what is mounted and what the next start restores agree. No
 // temporary file is left. With space again, the umount works.
 func TestUmountFullDisk(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
@@ -231,7 +233,7 @@ func zosfsMounts(t *testing.T) int {
 // kernel's filesystems and over directories that are not empty (unless --force), and a
 // refusal leaves no mount behind.
 func TestMountRefusesSystemPaths(t *testing.T) {
-	needFUSE(t)
+	testkit.NeedFUSE(t)
 	h := runHub(t)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
