@@ -98,10 +98,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Daemon is the node's agent. New starts nothing; Run does the work.
+// Daemon is the node's agent. New checks the configuration and prepares the parts that
+// need no I/O beyond it (the hub clients, the p2p node's identity); Run builds the rest
+// in dependency order, serves, and closes them in reverse.
 type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
+	http     *http.Client
+	hubs     []*hub.Client
 	cache    *cache.Cache
 	resolver *Resolver
 	flists   *flistStore
@@ -118,10 +122,14 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.CacheMax < 0 {
 		return nil, fmt.Errorf("cache max %d: must not be negative", cfg.CacheMax)
 	}
-	for _, h := range cfg.Hubs {
-		if _, err := hub.NewClient(h, "", nil); err != nil {
-			return nil, fmt.Errorf("hub %q: %w", h, err)
+	httpClient := &http.Client{Transport: http.DefaultTransport}
+	var hubs []*hub.Client
+	for _, u := range cfg.Hubs {
+		h, err := hub.NewClient(u, "", httpClient)
+		if err != nil {
+			return nil, fmt.Errorf("hub %q: %w", u, err)
 		}
+		hubs = append(hubs, h)
 	}
 	var psk []byte
 	if cfg.PSKFile != "" {
@@ -130,28 +138,20 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("psk: %w", err)
 		}
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent"), announce: newAnnouncer()}
-	pcfg := p2p.Config{
+	node, err := p2p.New(p2p.Config{
 		DataDir:   cfg.DataDir,
 		Listen:    cfg.Listen,
 		Bootstrap: cfg.Bootstrap,
 		PSK:       psk,
 		NoMDNS:    cfg.NoMDNS,
-		Blocks:    servedCache{d},
-		Flists:    servedFlists{d},
-		Busy:      d.busy,
 		ServeRate: cfg.ServeRate,
 		Logger:    cfg.Logger,
-	}
-	// Only a node with somewhere to fetch from (hubs, or the routes of an flist in use)
-	// is a designated fetcher of the first wave: the resolver tells the node (canFetch).
-	pcfg.Fetch = d.fetchForPeer
-	node, err := p2p.New(pcfg)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
-	d.node = node
-	return d, nil
+	return &Daemon{cfg: cfg, log: cfg.Logger.With("component", "agent"), http: httpClient, hubs: hubs,
+		node: node, announce: newAnnouncer()}, nil
 }
 
 // Run opens the cache, restores the mounts of the last run, serves the local API and
@@ -164,6 +164,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	// The parts, in dependency order: each is built on those before it. The p2p node
+	// (prepared by New) is what the resolver and the flist store fetch through; once they
+	// exist, it starts serving them.
 	d.cache, err = cache.Open(cache.Config{
 		Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, Logger: cfg.Logger,
 		OnStore: d.announce.add,
@@ -173,36 +176,41 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	defer d.cache.Close()
 
-	httpClient := &http.Client{Transport: http.DefaultTransport}
-	var hubs []*hub.Client
 	var remote []Source
-	for _, u := range cfg.Hubs {
-		h, err := hub.NewClient(u, "", httpClient)
-		if err != nil {
-			return err
-		}
-		hubs = append(hubs, h)
+	for _, h := range d.hubs {
 		remote = append(remote, hubSource{h})
 	}
 	if cfg.HubRate > 0 {
 		remote = rateLimited(remote, cfg.HubRate)
 	}
-	d.resolver = NewResolver(d.cache, remote, cfg.FetchTimeout, &d.fetched, d.log)
-	d.resolver.peers = d.node
-	d.resolver.peerTimeout = cfg.PeerTimeout
-	d.resolver.latency = &d.lookup
-	d.resolver.canFetch = d.node.SetCanFetch
-	d.resolver.announceFetching()
-	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: hubs, http: httpClient,
+	d.resolver = NewResolver(ResolverConfig{
+		Cache:       d.cache,
+		Peers:       d.node,
+		PeerTimeout: cfg.PeerTimeout,
+		Remote:      remote,
+		Timeout:     cfg.FetchTimeout,
+		Stats:       &d.fetched,
+		Latency:     &d.lookup,
+		CanFetch:    d.node.SetCanFetch,
+		Log:         d.log,
+	})
+	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: d.hubs, http: d.http,
 		peers: d.node, added: d.announce.add, peerFirst: cfg.PeerTimeout}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
 
-	// The node serves the cache and the flists from its start: everything it reaches is
-	// ready before.
-	if err := d.node.Start(ctx); err != nil {
+	err = d.node.Start(ctx, p2p.Service{
+		Blocks: d.cache,
+		Flists: d.flists,
+		Fetch:  d.resolver.FetchForPeer,
+		Busy:   d.resolver.Busy,
+	})
+	if err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	defer d.node.Close()
+	// Only a node with somewhere to fetch from (hubs, or the routes of an flist in use)
+	// is a designated fetcher of the first wave.
+	d.resolver.announceFetching()
 	announceCtx, stopAnnounce := context.WithCancel(ctx)
 	defer stopAnnounce()
 	go d.announce.run(announceCtx, d.node, d.cache, d.flists, d.log)
@@ -348,34 +356,4 @@ func (s limitedSource) VerifiesBlocks() bool { return verifies(s.src) }
 func isNotFound(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) ||
 		errors.Is(err, cache.ErrNotFound) || errors.Is(err, p2p.ErrNotFound)
-}
-
-// fetchForPeer and busy are the p2p node's hooks into the resolver (p2p.Config's Fetch
-// and Busy). The node is made before Run makes the resolver, and serves only once it is.
-func (d *Daemon) fetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
-	if d.resolver == nil {
-		return nil, errors.New("daemon starting")
-	}
-	return d.resolver.FetchForPeer(ctx, id)
-}
-
-func (d *Daemon) busy() bool { return d.resolver != nil && d.resolver.Busy() }
-
-// servedCache is the blocks the p2p node serves to neighbours: the cached ones (flist
-// files are served apart, see servedFlists). It reaches the cache through the daemon
-// because the node is made before Run opens the cache.
-type servedCache struct{ d *Daemon }
-
-func (s servedCache) Get(ctx context.Context, id []byte) ([]byte, error) {
-	if s.d.cache == nil {
-		return nil, cache.ErrNotFound
-	}
-	return s.d.cache.Get(ctx, id)
-}
-
-func (s servedCache) Has(ctx context.Context, id []byte) (bool, error) {
-	if s.d.cache == nil {
-		return false, nil
-	}
-	return s.d.cache.Has(ctx, id)
 }

@@ -45,8 +45,7 @@ func TestResolverFirstWave(t *testing.T) {
 
 	t.Run("via the fetcher", func(t *testing.T) {
 		hub := &fakeSource{fn: serving(hubBlocks)}
-		r, c, stats := newTestResolver(hub)
-		r.peers = &fakeNeighbours{fetcher: "other", via: serving(hubBlocks)}
+		r, c, stats := newTestResolver(ResolverConfig{Peers: &fakeNeighbours{fetcher: "other", via: serving(hubBlocks)}}, hub)
 		got, err := r.Fetch(t.Context(), b.ID)
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("Fetch: %v", err)
@@ -60,8 +59,8 @@ func TestResolverFirstWave(t *testing.T) {
 	})
 	t.Run("fetcher fails", func(t *testing.T) {
 		hub := &fakeSource{fn: serving(hubBlocks)}
-		r, _, stats := newTestResolver(hub)
-		r.peers = &fakeNeighbours{fetcher: "other", via: func([]byte) ([]byte, error) { return nil, errors.New("gone") }}
+		gone := &fakeNeighbours{fetcher: "other", via: func([]byte) ([]byte, error) { return nil, errors.New("gone") }}
+		r, _, stats := newTestResolver(ResolverConfig{Peers: gone}, hub)
 		if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("Fetch: %v", err)
 		}
@@ -71,9 +70,8 @@ func TestResolverFirstWave(t *testing.T) {
 	})
 	t.Run("as the fetcher", func(t *testing.T) {
 		hub := &fakeSource{delay: 50 * time.Millisecond, fn: serving(hubBlocks)}
-		r, _, stats := newTestResolver(hub)
 		nb := &fakeNeighbours{}
-		r.peers = nb
+		r, _, stats := newTestResolver(ResolverConfig{Peers: nb}, hub)
 		var wg sync.WaitGroup
 		errs := make(chan error, 11)
 		for i := range 11 {
@@ -107,9 +105,8 @@ func TestResolverFirstWave(t *testing.T) {
 	})
 	t.Run("not the fetcher", func(t *testing.T) {
 		hub := &fakeSource{fn: serving(hubBlocks)}
-		r, _, _ := newTestResolver(hub)
 		nb := &fakeNeighbours{fetcher: "other", via: serving(hubBlocks)}
-		r.peers = nb
+		r, _, _ := newTestResolver(ResolverConfig{Peers: nb}, hub)
 		if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
 			t.Errorf("FetchForPeer of a block whose fetcher is another node: %v, want errNotFetcher", err)
 		}
@@ -124,10 +121,11 @@ func TestResolverFirstWave(t *testing.T) {
 // come and go.
 func TestResolverRoutesForPeers(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("through routes"))
-	r, _, stats := newTestResolver() // no hub
-	r.peers = &fakeNeighbours{}
 	var can []bool
-	r.canFetch = func(ok bool) { can = append(can, ok) }
+	r, _, stats := newTestResolver(ResolverConfig{ // no hub
+		Peers:    &fakeNeighbours{},
+		CanFetch: func(ok bool) { can = append(can, ok) },
+	})
 	r.announceFetching()
 	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
 		t.Fatalf("FetchForPeer with nowhere to fetch from: %v, want errNotFetcher", err)

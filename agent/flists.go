@@ -150,18 +150,6 @@ func (s *flistStore) OpenFlist(ctx context.Context, digest []byte) (io.ReadClose
 	return f, fi.Size(), nil
 }
 
-// servedFlists is the flists the p2p node serves to neighbours (p2p.Config.Flists): the
-// daemon's flist store, reached through the daemon because the node is made before Run
-// makes the store.
-type servedFlists struct{ d *Daemon }
-
-func (s servedFlists) OpenFlist(ctx context.Context, digest []byte) (io.ReadCloser, int64, error) {
-	if s.d.flists == nil {
-		return nil, 0, fs.ErrNotExist
-	}
-	return s.d.flists.OpenFlist(ctx, digest)
-}
-
 // has reports whether the store holds the flist whose CID digest is digest.
 func (s *flistStore) has(digest []byte) bool {
 	c, err := flist.BlockCID(digest)

@@ -22,8 +22,8 @@ import (
 func TestPeersConformance(t *testing.T) {
 	storetest.RunVerifiedReadOnly(t, func(t *testing.T) (store.Store, storetest.Putter) {
 		held := &heldBlocks{m: map[string][]byte{}}
-		server := startTestNode(t, p2p.Config{Blocks: held})
-		client := startTestNode(t, p2p.Config{Bootstrap: server.Addrs()[:1]})
+		server := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: held})
+		client := startTestNode(t, p2p.Config{Bootstrap: server.Addrs()[:1]}, p2p.Service{})
 		deadline := time.Now().Add(10 * time.Second)
 		for len(client.Peers()) == 0 {
 			if time.Now().After(deadline) {
@@ -94,7 +94,7 @@ func (h *heldBlocks) Has(ctx context.Context, id []byte) (bool, error) {
 }
 
 // startTestNode starts a p2p node on loopback, without mDNS, stopped at the test's end.
-func startTestNode(t *testing.T, cfg p2p.Config) *p2p.Node {
+func startTestNode(t *testing.T, cfg p2p.Config, svc p2p.Service) *p2p.Node {
 	t.Helper()
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.NoMDNS = true
@@ -103,7 +103,7 @@ func startTestNode(t *testing.T, cfg p2p.Config) *p2p.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(t.Context()); err != nil {
+	if err := n.Start(t.Context(), svc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })

@@ -73,31 +73,41 @@ type FetchStats struct {
 	Hub   atomic.Int64
 }
 
+// ResolverConfig is what a Resolver is built on.
+type ResolverConfig struct {
+	// Cache is the node's block cache: asked first, filled with what is fetched.
+	Cache BlockCache
+	// Peers, if set, is asked before the remote sources: its Get for at most
+	// PeerTimeout, then the block's designated fetcher for at most Timeout.
+	Peers       Neighbours
+	PeerTimeout time.Duration
+	// Remote is the hubs, tried in random order, falling back to the next.
+	Remote []Source
+	// Timeout bounds one fetch attempt from a remote source or the designated fetcher.
+	Timeout time.Duration
+	// Stats counts the bytes obtained, by source.
+	Stats *FetchStats
+	// Latency, if set, records how long each fetch from outside took, by source.
+	Latency *metrics.Latency
+	// CanFetch, if set, is told whether the resolver can fetch blocks for neighbours
+	// (it has hubs, or the routes of a mounted or pulled flist): the p2p node advertises
+	// it, so that only such nodes are designated fetchers.
+	CanFetch func(bool)
+	Log      *slog.Logger
+}
+
 // Resolver answers block reads in order: decoded LRU, local cache, one shared in-flight
 // fetch per block, the neighbours that have it, the block's designated fetcher (the
 // first wave: see p2p.Node.Fetcher), then the remote sources (hubs, the flist's routes),
 // each try bounded by a deadline, with retries and backoff. Every block from outside is
 // verified against its id before it is cached or used.
 type Resolver struct {
-	cache BlockCache
-	// peers, if set, is asked before the remote sources: its Get for at most
-	// peerTimeout, then the block's designated fetcher for at most timeout.
-	peers       Neighbours
-	peerTimeout time.Duration
-	remote      []Source // tried in random order, falling back to the next
-	timeout     time.Duration
-	stats       *FetchStats
-	log         *slog.Logger
-	decoded     *lru
-	inflight    singleflight
+	cfg      ResolverConfig
+	log      *slog.Logger
+	decoded  *lru
+	inflight singleflight
 	// waiting counts the node's own reads waiting for a block from outside (Busy).
 	waiting atomic.Int64
-	// latency, if set, records how long each fetch from outside took, by source.
-	latency *metrics.Latency
-	// canFetch, if set, is told whether the resolver can fetch blocks for neighbours
-	// (it has hubs, or the routes of a mounted or pulled flist): the p2p node advertises
-	// it, so that only such nodes are designated fetchers.
-	canFetch func(bool)
 
 	routesMu sync.Mutex
 	routes   map[*routeSet]struct{} // the routes of the flists in use, for FetchForPeer
@@ -130,7 +140,7 @@ func (r *Resolver) useRoutes(src Source) (done func()) {
 func (r *Resolver) peerSources() []Source {
 	r.routesMu.Lock()
 	defer r.routesMu.Unlock()
-	out := append([]Source{}, r.remote...)
+	out := append([]Source{}, r.cfg.Remote...)
 	for rs := range r.routes {
 		out = append(out, rs.src)
 	}
@@ -139,26 +149,22 @@ func (r *Resolver) peerSources() []Source {
 
 // announceFetching tells canFetch whether the resolver has anything to fetch from.
 func (r *Resolver) announceFetching() {
-	if r.canFetch != nil {
-		r.canFetch(len(r.peerSources()) > 0)
+	if r.cfg.CanFetch != nil {
+		r.cfg.CanFetch(len(r.peerSources()) > 0)
 	}
 }
 
-// NewResolver returns a resolver over cache and the global remote sources (hubs).
-// timeout bounds one fetch attempt from a remote source.
-func NewResolver(cache BlockCache, remote []Source, timeout time.Duration, stats *FetchStats, log *slog.Logger) *Resolver {
-	return &Resolver{
-		cache: cache, remote: remote, timeout: timeout, stats: stats, log: log,
-		decoded: newLRU(decodedCacheBlocks),
-	}
+// NewResolver returns a resolver built on cfg.
+func NewResolver(cfg ResolverConfig) *Resolver {
+	return &Resolver{cfg: cfg, log: cfg.Log, decoded: newLRU(decodedCacheBlocks)}
 }
 
 // Fetch returns the stored bytes of block id: from the cache, or fetched (once, however
 // many callers ask at the same time) from the remote sources plus extra, verified and
 // cached.
 func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byte, error) {
-	if data, err := r.cache.Get(ctx, id); err == nil {
-		r.stats.Cache.Add(int64(len(data)))
+	if data, err := r.cfg.Cache.Get(ctx, id); err == nil {
+		r.cfg.Stats.Cache.Add(int64(len(data)))
 		return data, nil
 	}
 	r.waiting.Add(1)
@@ -179,11 +185,11 @@ func (r *Resolver) Busy() bool { return r.waiting.Load() > 0 }
 // round in circles), and only when this node, too, sees itself as the fetcher and has
 // somewhere to fetch from: otherwise the neighbour goes to its hub itself.
 func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
-	if data, err := r.cache.Get(ctx, id); err == nil {
+	if data, err := r.cfg.Cache.Get(ctx, id); err == nil {
 		return data, nil
 	}
-	if r.peers != nil {
-		if p, ok := r.peers.Fetcher(id); ok {
+	if r.cfg.Peers != nil {
+		if p, ok := r.cfg.Peers.Fetcher(id); ok {
 			return nil, fmt.Errorf("block %x: %w: its designated fetcher is %s", id, errNotFetcher, p)
 		}
 	}
@@ -192,7 +198,7 @@ func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) 
 		return nil, fmt.Errorf("block %x: %w: no hub and no flist's routes", id, errNotFetcher)
 	}
 	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
-		return r.fetchMissing(ctx, id, sources[len(r.remote):], false)
+		return r.fetchMissing(ctx, id, sources[len(r.cfg.Remote):], false)
 	})
 }
 
@@ -202,7 +208,7 @@ var errNotFetcher = errors.New("not fetching for a neighbour")
 // the neighbours that have it, then (for the node's own reads) the block's designated
 // fetcher, then the remote sources. What it gets is cached.
 func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, own bool) ([]byte, error) {
-	if data, err := r.cache.Get(ctx, id); err == nil { // filled while we waited
+	if data, err := r.cfg.Cache.Get(ctx, id); err == nil { // filled while we waited
 		return data, nil
 	}
 	start := time.Now()
@@ -213,16 +219,16 @@ func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, 
 		source = "fetcher"
 	}
 	if err == nil {
-		r.stats.Peers.Add(int64(len(data)))
+		r.cfg.Stats.Peers.Add(int64(len(data)))
 	} else {
 		if data, err = r.fetchRemote(ctx, id, extra); err != nil {
 			return nil, err
 		}
 		source = "hub"
-		r.stats.Hub.Add(int64(len(data)))
+		r.cfg.Stats.Hub.Add(int64(len(data)))
 	}
-	r.latency.Observe(source, time.Since(start))
-	if err := r.cache.PutVerified(ctx, id, data); err != nil {
+	r.cfg.Latency.Observe(source, time.Since(start))
+	if err := r.cfg.Cache.PutVerified(ctx, id, data); err != nil {
 		r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
 	}
 	return data, nil
@@ -231,16 +237,16 @@ func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, 
 // fetchVia asks the block's designated fetcher, if that is a neighbour, bounded by the
 // remote fetch timeout (the fetcher may have to get the block from its hub first).
 func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
-	if r.peers == nil {
+	if r.cfg.Peers == nil {
 		return nil, errNoPeers
 	}
-	p, ok := r.peers.Fetcher(id)
+	p, ok := r.cfg.Peers.Fetcher(id)
 	if !ok {
 		return nil, errNotFetcher
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	data, err := r.peers.FetchVia(ctx, p, id)
+	data, err := r.cfg.Peers.FetchVia(ctx, p, id)
 	if err != nil {
 		r.log.Debug("the designated fetcher did not give the block", "id", hexID(id), "peer", p, "err", err)
 	}
@@ -250,12 +256,12 @@ func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
 // fetchPeers asks the neighbours, bounded by peerTimeout so that a block no neighbour
 // has soon goes to the hub. The p2p layer verifies what it returns.
 func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
-	if r.peers == nil {
+	if r.cfg.Peers == nil {
 		return nil, errNoPeers
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.peerTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PeerTimeout)
 	defer cancel()
-	data, err := r.peers.Get(ctx, id)
+	data, err := r.cfg.Peers.Get(ctx, id)
 	if err != nil {
 		r.log.Debug("no neighbour gave the block", "id", hexID(id), "err", err)
 	}
@@ -266,7 +272,7 @@ var errNoPeers = errors.New("no peer network")
 
 // fetchRemote tries every remote source, in random order, up to fetchAttempts rounds.
 func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) ([]byte, error) {
-	sources := append(append([]Source{}, r.remote...), extra...)
+	sources := append(append([]Source{}, r.cfg.Remote...), extra...)
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("block %x: no hub or store to fetch it from", id)
 	}
@@ -304,7 +310,7 @@ func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) (
 }
 
 func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	data, err := src.Get(ctx, id)
 	if err != nil {

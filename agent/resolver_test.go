@@ -54,10 +54,16 @@ func (s *fakeSource) Get(ctx context.Context, id []byte) ([]byte, error) {
 	return s.fn(id)
 }
 
-func newTestResolver(remote ...Source) (*Resolver, *memCache, *FetchStats) {
+// newTestResolver builds a resolver as cfg says, on a cache in memory, with remote as its
+// hubs and (unless cfg has one) a timeout of a second.
+func newTestResolver(cfg ResolverConfig, remote ...Source) (*Resolver, *memCache, *FetchStats) {
 	c := &memCache{blocks: map[string][]byte{}}
-	stats := &FetchStats{}
-	return NewResolver(c, remote, time.Second, stats, slog.New(slog.NewTextHandler(io.Discard, nil))), c, stats
+	cfg.Cache, cfg.Remote, cfg.Stats = c, remote, &FetchStats{}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Second
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return NewResolver(cfg), c, cfg.Stats
 }
 
 func serving(blocks map[string][]byte) func([]byte) ([]byte, error) {
@@ -74,7 +80,7 @@ func serving(blocks map[string][]byte) func([]byte) ([]byte, error) {
 func TestResolverSharesOneFetch(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("shared block"))
 	src := &fakeSource{delay: 50 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
-	r, _, stats := newTestResolver(src)
+	r, _, stats := newTestResolver(ResolverConfig{}, src)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
@@ -105,7 +111,7 @@ func TestResolverRejectsWrongBlocks(t *testing.T) {
 	_, other := flist.EncodeBlock([]byte("something else"))
 	bad := &fakeSource{fn: func([]byte) ([]byte, error) { return other, nil }}
 	good := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
-	r, c, _ := newTestResolver(bad, good)
+	r, c, _ := newTestResolver(ResolverConfig{}, bad, good)
 	for range 5 { // random order: the bad one is met first some of the time
 		c.blocks = map[string][]byte{}
 		got, err := r.Fetch(t.Context(), b.ID)
@@ -113,7 +119,7 @@ func TestResolverRejectsWrongBlocks(t *testing.T) {
 			t.Fatalf("fetch = %v", err)
 		}
 	}
-	r2, c2, _ := newTestResolver(bad)
+	r2, c2, _ := newTestResolver(ResolverConfig{}, bad)
 	if _, err := r2.Fetch(t.Context(), b.ID); !errors.Is(err, flist.ErrBlockCorrupt) {
 		t.Errorf("only a bad source: err = %v, want ErrBlockCorrupt", err)
 	}
@@ -133,20 +139,19 @@ func TestResolverRetries(t *testing.T) {
 		}
 		return data, nil
 	}}
-	r, _, _ := newTestResolver(flaky)
+	r, _, _ := newTestResolver(ResolverConfig{}, flaky)
 	if _, err := r.Fetch(t.Context(), b.ID); err != nil || flaky.calls.Load() != 2 {
 		t.Errorf("flaky source: err %v after %d calls, want success after 2", err, flaky.calls.Load())
 	}
 
 	missing := &fakeSource{fn: serving(nil)}
-	r, _, _ = newTestResolver(missing)
+	r, _, _ = newTestResolver(ResolverConfig{}, missing)
 	if _, err := r.Fetch(t.Context(), b.ID); !errors.Is(err, store.ErrNotFound) || missing.calls.Load() != 1 {
 		t.Errorf("missing block: err %v after %d calls, want not found after 1", err, missing.calls.Load())
 	}
 
 	hang := &fakeSource{delay: time.Hour, fn: serving(nil)}
-	r, _, _ = newTestResolver(hang)
-	r.timeout = 100 * time.Millisecond
+	r, _, _ = newTestResolver(ResolverConfig{Timeout: 100 * time.Millisecond}, hang)
 	start := time.Now()
 	if _, err := r.Fetch(t.Context(), b.ID); err == nil {
 		t.Error("a hanging source gave no error")
@@ -161,7 +166,7 @@ func TestResolverRetries(t *testing.T) {
 func TestResolverInterruptedReader(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("patient block"))
 	src := &fakeSource{delay: 200 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
-	r, _, _ := newTestResolver(src)
+	r, _, _ := newTestResolver(ResolverConfig{}, src)
 	impatient, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() { _, err := r.Fetch(impatient, b.ID); errc <- err }()
@@ -190,7 +195,7 @@ func TestResolverGetBlockDecodes(t *testing.T) {
 	plain := bytes.Repeat([]byte("decoded "), 1000)
 	b, data := flist.EncodeBlock(plain)
 	src := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
-	r, c, stats := newTestResolver(src)
+	r, c, stats := newTestResolver(ResolverConfig{}, src)
 	for range 3 {
 		got, err := r.GetBlock(t.Context(), b)
 		if err != nil || !bytes.Equal(got, plain) {

@@ -41,7 +41,7 @@
 // flist of many entries is tens of MiB, far beyond a block's flist.MaxBlockStored). One
 // stream carries one flist: the client sends the 32-byte digest of the flist's CID
 // (BLAKE2b-256 of the file), the server answers a status and, when it has it, the length
-// and the file, streamed from disk (Config.Flists) at Config.ServeRate; flists.go has the
+// and the file, streamed from disk (Service.Flists) at Config.ServeRate; flists.go has the
 // format. GetFlist asks one peer at a time, in Get's order (flists are announced in the
 // DHT under their CID, which is flist.BlockCID of that digest), hashes the bytes as they
 // arrive into the caller's file and bounds their size; a peer that sends a file that does
@@ -65,7 +65,7 @@
 // rendezvous hashing over the site (this node and its connected peers that can fetch —
 // a hub, or an flist's routes, to fetch from — and advertise FetcherProtocolID): nodes
 // that see the same peers agree without talking. A node asks a block's
-// fetcher with FetchVia; the fetcher, lacking the block, gets it through Config.Fetch
+// fetcher with FetchVia; the fetcher, lacking the block, gets it through Service.Fetch
 // (the agent's resolver, shared with its own reads) and answers. So the hub sends each
 // block about once. A fetcher never passes such a request on (no cycles); when views of
 // the site differ, the asker falls back to its hub.
@@ -73,6 +73,6 @@
 // # Serving
 //
 // Config.ServeRate bounds the bytes per second sent to peers; while the node's own reads
-// wait for blocks (Config.Busy), at most serveWhileBusy blocks are read for peers at a
+// wait for blocks (Service.Busy), at most serveWhileBusy blocks are read for peers at a
 // time. Announcing blocks (on store, and again periodically) is the agent's job.
 package p2p

@@ -222,7 +222,7 @@ func (n *Node) handleFlistStream(s network.Stream) {
 	s.Close()
 }
 
-// serveFlist reads the request and writes the response: the file from Config.Flists,
+// serveFlist reads the request and writes the response: the file from Service.Flists,
 // streamed (at Config.ServeRate, if set), "not found" or an error.
 func (n *Node) serveFlist(s network.Stream) error {
 	s.SetReadDeadline(time.Now().Add(flistIdleTimeout))
@@ -240,7 +240,7 @@ func (n *Node) serveFlist(s network.Stream) error {
 		bw.WriteString(msg)
 		return bw.Flush()
 	}
-	if n.cfg.Flists == nil {
+	if n.svc.Flists == nil {
 		return answer(statusNotFound, "")
 	}
 	select {
@@ -250,7 +250,7 @@ func (n *Node) serveFlist(s network.Stream) error {
 		return answer(statusError, "busy: too many flists being served")
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, serveGetTimeout)
-	rc, size, err := n.cfg.Flists.OpenFlist(ctx, digest[:])
+	rc, size, err := n.svc.Flists.OpenFlist(ctx, digest[:])
 	cancel()
 	if errors.Is(err, fs.ErrNotExist) {
 		return answer(statusNotFound, "")

@@ -99,8 +99,8 @@ func TestGetFlist(t *testing.T) {
 	if len(data) <= flist.MaxBlockStored {
 		t.Fatal("test flist not larger than a block")
 	}
-	a := startNode(t, p2p.Config{Flists: newFlists(data)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{}, p2p.Service{Flists: newFlists(data)})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 30*time.Second)
 
@@ -137,8 +137,8 @@ func TestGetFlist(t *testing.T) {
 		t.Error("GetFlist of a 16-byte digest succeeded")
 	}
 	// A store that fails (not "not found") answers an error; the client moves on.
-	a2 := startNode(t, p2p.Config{Flists: &memFlists{err: errors.New("disk on fire")}})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a2)}})
+	a2 := startNode(t, p2p.Config{}, p2p.Service{Flists: &memFlists{err: errors.New("disk on fire")}})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a2)}}, p2p.Service{})
 	testkit.WaitFor(t, "c to connect", 5*time.Second, func() bool { return connected(c, a2.ID()) })
 	if err := c.GetFlist(ctx, digest, tempFlistFile(t), maxFlist); !errors.Is(err, p2p.ErrNotFound) || c.Banned(a2.ID()) {
 		t.Errorf("GetFlist from a failing store: %v (banned %v)", err, c.Banned(a2.ID()))
@@ -152,9 +152,9 @@ func TestGetFlistPoisoned(t *testing.T) {
 	data, digest := randomFlist(6<<20, 3)
 	poisoned := newFlists(data)
 	poisoned.extra = 1 << 20
-	bad := startNode(t, p2p.Config{Flists: poisoned})
-	good := startNode(t, p2p.Config{Flists: newFlists(data)})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}})
+	bad := startNode(t, p2p.Config{}, p2p.Service{Flists: poisoned})
+	good := startNode(t, p2p.Config{}, p2p.Service{Flists: newFlists(data)})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}}, p2p.Service{})
 	testkit.WaitFor(t, "c to connect to the bad peer", 5*time.Second, func() bool { return connected(c, bad.ID()) })
 	ctx := ctxTimeout(t, 30*time.Second)
 
@@ -183,9 +183,9 @@ func TestGetFlistPoisoned(t *testing.T) {
 // under its CID: c finds a as a provider and fetches from it.
 func TestGetFlistThroughDHT(t *testing.T) {
 	data, digest := randomFlist(1<<20, 4)
-	a := startNode(t, p2p.Config{Flists: newFlists(data)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}})
+	a := startNode(t, p2p.Config{}, p2p.Service{Flists: newFlists(data)})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}}, p2p.Service{})
 	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
@@ -208,9 +208,9 @@ func TestGetFlistThroughDHT(t *testing.T) {
 func TestGetFlistPrivateNetwork(t *testing.T) {
 	data, digest := randomFlist(64<<10, 5)
 	psk := pskFile()
-	a := startNode(t, p2p.Config{PSK: psk, Flists: newFlists(data)})
-	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}})
-	o := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{PSK: psk}, p2p.Service{Flists: newFlists(data)})
+	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
+	o := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 20*time.Second)
 	if err := b.GetFlist(ctx, digest, tempFlistFile(t), 1<<20); err != nil {
@@ -277,7 +277,7 @@ func TestFlistBadResponses(t *testing.T) {
 				w.Flush()
 				s.Close()
 			})
-			c := startNode(t, p2p.Config{})
+			c := startNode(t, p2p.Config{}, p2p.Service{})
 			ctx := ctxTimeout(t, 10*time.Second)
 			if err := c.Connect(ctx, h.Addrs()[0].String()+"/p2p/"+h.ID().String()); err != nil {
 				t.Fatal(err)

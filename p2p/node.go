@@ -107,12 +107,6 @@ type Config struct {
 	PSK []byte
 	// NoMDNS turns off mDNS discovery of peers on the LAN (on by default).
 	NoMDNS bool
-	// Blocks is what the node serves to its peers; nil serves nothing (every request is
-	// answered "not found").
-	Blocks BlockStore
-	// Flists is the flist files the node serves to its peers (FlistProtocolID); nil
-	// serves none.
-	Flists FlistStore
 	// MaxInflight bounds the requests in flight to one peer; 0 means DefaultMaxInflight.
 	MaxInflight int
 	// HedgeDelay is how long Get waits for a peer before also asking the next one;
@@ -120,28 +114,41 @@ type Config struct {
 	HedgeDelay time.Duration
 	// BanDuration is how long a misbehaving peer stays banned; 0 means DefaultBanDuration.
 	BanDuration time.Duration
+	// ServeRate bounds the bytes per second of blocks served to peers, all peers
+	// together; 0 means no bound.
+	ServeRate int64
+	// Logger receives the node's logs, tagged component=p2p; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Service is what a node serves to its peers, handed to Start: the parts that serve are
+// built on the node (they fetch through it), so they exist only once it does. Every
+// field may be nil.
+type Service struct {
+	// Blocks is what the node serves to its peers; nil serves nothing (every request is
+	// answered "not found").
+	Blocks BlockStore
+	// Flists is the flist files the node serves to its peers (FlistProtocolID); nil
+	// serves none.
+	Flists FlistStore
 	// Fetch gets a block this node lacks when a peer asks for it with this node as the
 	// block's designated fetcher (FetchVia, the first wave). It must return verified
 	// stored bytes (the agent's resolver: cache, neighbours, hub, shared with the node's
 	// own reads of the block). nil means this node cannot fetch (it has no hub): it is
 	// then never a designated fetcher, and answers such requests "not found".
 	Fetch func(ctx context.Context, id []byte) ([]byte, error)
-	// ServeRate bounds the bytes per second of blocks served to peers, all peers
-	// together; 0 means no bound.
-	ServeRate int64
 	// Busy reports whether the node's own reads are waiting for blocks. While it does,
 	// at most serveWhileBusy blocks are read for peers at a time, so that the node's own
 	// reads go first (the disk and the CPU that verifies blocks are shared). nil means
 	// never busy.
 	Busy func() bool
-	// Logger receives the node's logs, tagged component=p2p; nil means slog.Default().
-	Logger *slog.Logger
 }
 
 // Node is a libp2p host with the site's DHT, mDNS discovery and the block exchange. New
 // prepares one; Start starts it; Close stops it. It is safe for concurrent use.
 type Node struct {
 	cfg       Config
+	svc       Service // set by Start
 	log       *slog.Logger
 	priv      crypto.PrivKey
 	id        peer.ID
@@ -200,7 +207,6 @@ func New(cfg Config) (*Node, error) {
 		serveBusy:   make(chan struct{}, serveWhileBusy),
 		serveFlists: make(chan struct{}, serveFlistsMax),
 	}
-	n.canFetch.Store(cfg.Fetch != nil)
 	if cfg.ServeRate > 0 {
 		// The burst is the largest block: a block is written whole, its tokens taken at once.
 		n.serveLimit = rate.NewLimiter(rate.Limit(cfg.ServeRate), flist.MaxBlockStored)
@@ -268,14 +274,14 @@ func isQUIC(a ma.Multiaddr) bool {
 }
 
 // Start opens the host (listening on the configured addresses), the DHT and mDNS, starts
-// serving blocks and dials the bootstrap peers (in the background: an unreachable
+// serving svc and dials the bootstrap peers (in the background: an unreachable
 // bootstrap peer is not an error). ctx bounds the start only; the node runs until Close.
 //
 // The node has Start/Close rather than only a blocking Run because the daemon needs it
 // running while it builds on it (the resolver asks it for blocks, the status reports its
 // addresses) and closes it in its own defer chain; Run is there for callers that prefer
 // the blocking form.
-func (n *Node) Start(ctx context.Context) (err error) {
+func (n *Node) Start(ctx context.Context, svc Service) (err error) {
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
 	if n.started.Load() || n.closed.Load() {
@@ -284,6 +290,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	n.svc = svc
+	n.canFetch.Store(svc.Fetch != nil)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -418,8 +426,8 @@ func (n *Node) closeLocked() error {
 }
 
 // Run starts the node, runs it until ctx ends, then closes it.
-func (n *Node) Run(ctx context.Context) error {
-	if err := n.Start(ctx); err != nil {
+func (n *Node) Run(ctx context.Context, svc Service) error {
+	if err := n.Start(ctx, svc); err != nil {
 		return err
 	}
 	<-ctx.Done()

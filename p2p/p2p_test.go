@@ -109,15 +109,15 @@ func missingID() []byte {
 }
 
 // startNode starts a node on loopback (TCP only, no mDNS) and closes it at cleanup.
-func startNode(t testing.TB, cfg p2p.Config) *p2p.Node {
+func startNode(t testing.TB, cfg p2p.Config, svc p2p.Service) *p2p.Node {
 	t.Helper()
 	cfg.NoMDNS = true // mDNS would multicast on every interface, not only loopback
-	return startNodeMDNS(t, cfg)
+	return startNodeMDNS(t, cfg, svc)
 }
 
 // startNodeMDNS is startNode with cfg.NoMDNS as given: only inside a network namespace
 // whose only interface is loopback (see TestMDNS).
-func startNodeMDNS(t testing.TB, cfg p2p.Config) *p2p.Node {
+func startNodeMDNS(t testing.TB, cfg p2p.Config, svc p2p.Service) *p2p.Node {
 	t.Helper()
 	if cfg.Listen == nil {
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -131,7 +131,7 @@ func startNodeMDNS(t testing.TB, cfg p2p.Config) *p2p.Node {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
+	if err := n.Start(ctx, svc); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() {
@@ -187,8 +187,8 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 
 func TestFetchAndGet(t *testing.T) {
 	blocks := makeBlocks(t, 8, 512<<10)
-	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a (bootstrap)", 5*time.Second, func() bool { return connected(b, a.ID()) })
 
 	ctx := ctxTimeout(t, 20*time.Second)
@@ -247,8 +247,8 @@ func TestFetchAndGet(t *testing.T) {
 
 func TestConcurrentFetches(t *testing.T) {
 	blocks := makeBlocks(t, 200, 64<<10)
-	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 
 	ctx := ctxTimeout(t, 30*time.Second)
@@ -296,9 +296,9 @@ func TestConcurrentFetches(t *testing.T) {
 
 func TestProvidersThroughDHT(t *testing.T) {
 	blocks := makeBlocks(t, 3, 32<<10)
-	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}})
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}}, p2p.Service{})
 	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
@@ -333,11 +333,11 @@ func TestProvidersThroughDHT(t *testing.T) {
 
 func TestPoisonedPeer(t *testing.T) {
 	blocks := makeBlocks(t, 24, 64<<10)
-	good := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
+	good := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
 	poisonStore := newStore(blocks...)
 	poisonStore.corrupt = true
-	bad := startNode(t, p2p.Config{Blocks: poisonStore})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, good), loopAddr(t, bad)}})
+	bad := startNode(t, p2p.Config{}, p2p.Service{Blocks: poisonStore})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, good), loopAddr(t, bad)}}, p2p.Service{})
 	testkit.WaitFor(t, "c to connect to both", 5*time.Second, func() bool {
 		return connected(c, good.ID()) && connected(c, bad.ID())
 	})
@@ -385,7 +385,7 @@ func TestPoisonedPeer(t *testing.T) {
 	}
 
 	// Fetch directly from a poisoned peer: the error wraps flist.ErrBlockCorrupt.
-	d := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}})
+	d := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, bad)}}, p2p.Service{})
 	testkit.WaitFor(t, "d to connect to the bad peer", 5*time.Second, func() bool { return connected(d, bad.ID()) })
 	_, err = d.Fetch(ctx, bad.ID(), blocks[0].id)
 	if !errors.Is(err, flist.ErrBlockCorrupt) {
@@ -398,15 +398,12 @@ func TestPoisonedPeer(t *testing.T) {
 
 func TestPeerKilledMidTransfer(t *testing.T) {
 	blocks := makeBlocks(t, 16, 512<<10)
-	good := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
+	good := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
 	victimStore := newStore(blocks...)
 	victimStore.gate = make(chan struct{}) // never opened: its Gets hang until it dies
-	victim := startNode(t, p2p.Config{Blocks: victimStore})
+	victim := startNode(t, p2p.Config{}, p2p.Service{Blocks: victimStore})
 	// No hedging: a Get that picked the victim only moves on when the victim fails.
-	c := startNode(t, p2p.Config{
-		Bootstrap:  []string{loopAddr(t, good), loopAddr(t, victim)},
-		HedgeDelay: time.Minute,
-	})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, good), loopAddr(t, victim)}, HedgeDelay: time.Minute}, p2p.Service{})
 	testkit.WaitFor(t, "c to connect to both", 5*time.Second, func() bool {
 		return connected(c, good.ID()) && connected(c, victim.ID())
 	})
@@ -463,8 +460,8 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 func TestPrivateNetwork(t *testing.T) {
 	blocks := makeBlocks(t, 2, 32<<10)
 	psk := pskFile()
-	a := startNode(t, p2p.Config{PSK: psk, Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{PSK: psk}, p2p.Service{Blocks: newStore(blocks...)})
+	b := startNode(t, p2p.Config{PSK: psk, Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	for _, addr := range a.Addrs() {
 		if bytes.Contains([]byte(addr), []byte("quic")) {
@@ -483,8 +480,8 @@ func TestPrivateNetwork(t *testing.T) {
 	})
 
 	outsiders := map[string]*p2p.Node{
-		"no key":      startNode(t, p2p.Config{}),
-		"another key": startNode(t, p2p.Config{PSK: pskFile()}),
+		"no key":      startNode(t, p2p.Config{}, p2p.Service{}),
+		"another key": startNode(t, p2p.Config{PSK: pskFile()}, p2p.Service{}),
 	}
 	for name, o := range outsiders {
 		t.Run(name, func(t *testing.T) {
@@ -532,8 +529,8 @@ func TestPrivateNetwork(t *testing.T) {
 func TestQUIC(t *testing.T) {
 	blocks := makeBlocks(t, 4, 256<<10)
 	quicOnly := []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
-	a := startNode(t, p2p.Config{Listen: quicOnly, Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{Listen: quicOnly, Bootstrap: a.Addrs()})
+	a := startNode(t, p2p.Config{Listen: quicOnly}, p2p.Service{Blocks: newStore(blocks...)})
+	b := startNode(t, p2p.Config{Listen: quicOnly, Bootstrap: a.Addrs()}, p2p.Service{})
 	testkit.WaitFor(t, "b to connect to a over QUIC", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	ctx := ctxTimeout(t, 10*time.Second)
 	for _, blk := range blocks {
@@ -553,7 +550,7 @@ func pskFile() []byte {
 
 func TestPersistentIdentity(t *testing.T) {
 	dir := t.TempDir()
-	a := startNode(t, p2p.Config{DataDir: dir})
+	a := startNode(t, p2p.Config{DataDir: dir}, p2p.Service{})
 	id := a.ID()
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
@@ -565,11 +562,11 @@ func TestPersistentIdentity(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("identity file mode %v, want 0600", fi.Mode().Perm())
 	}
-	b := startNode(t, p2p.Config{DataDir: dir})
+	b := startNode(t, p2p.Config{DataDir: dir}, p2p.Service{})
 	if b.ID() != id {
 		t.Errorf("restarted node has id %s, want %s", b.ID(), id)
 	}
-	if other := startNode(t, p2p.Config{DataDir: t.TempDir()}); other.ID() == id {
+	if other := startNode(t, p2p.Config{DataDir: t.TempDir()}, p2p.Service{}); other.ID() == id {
 		t.Errorf("two data dirs gave the same id")
 	}
 
@@ -672,7 +669,7 @@ func TestBadResponses(t *testing.T) {
 				}
 				io.Copy(io.Discard, s) // hold the stream open until the client resets it
 			})
-			c := startNode(t, p2p.Config{})
+			c := startNode(t, p2p.Config{}, p2p.Service{})
 			ctx := ctxTimeout(t, 10*time.Second)
 			if err := c.Connect(ctx, h.Addrs()[0].String()+"/p2p/"+h.ID().String()); err != nil {
 				t.Fatal(err)
@@ -693,7 +690,7 @@ func TestBadResponses(t *testing.T) {
 // sender, and keeps serving others.
 func TestRawRequests(t *testing.T) {
 	blocks := makeBlocks(t, 1, 1024)
-	a := startNode(t, p2p.Config{Blocks: newStore(blocks...)})
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
 	for name, req := range map[string][]byte{
 		"huge length": binary.AppendUvarint(nil, 1<<40),
 		"zero length": {0},
@@ -724,7 +721,7 @@ func TestRawRequests(t *testing.T) {
 		})
 	}
 	// A well-formed client still gets its block.
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	ctx := ctxTimeout(t, 10*time.Second)
 	testkit.WaitFor(t, "b to connect", 5*time.Second, func() bool { return connected(b, a.ID()) })
 	if _, err := b.Fetch(ctx, a.ID(), blocks[0].id); err != nil {
@@ -747,8 +744,8 @@ func TestMDNS(t *testing.T) {
 		if len(ifaces) != 1 || ifaces[0].Flags&net.FlagLoopback == 0 {
 			t.Fatalf("not in a loopback-only network namespace: %v", ifaces)
 		}
-		a := startNodeMDNS(t, p2p.Config{})
-		b := startNodeMDNS(t, p2p.Config{})
+		a := startNodeMDNS(t, p2p.Config{}, p2p.Service{})
+		b := startNodeMDNS(t, p2p.Config{}, p2p.Service{})
 		testkit.WaitFor(t, "the nodes to find each other with mDNS", 15*time.Second, func() bool {
 			return connected(a, b.ID()) && connected(b, a.ID())
 		})
@@ -786,8 +783,8 @@ func BenchmarkFetch(b *testing.B) {
 	for _, blk := range blocks {
 		bytesPer += int64(len(blk.data))
 	}
-	a := startNode(b, p2p.Config{Blocks: newStore(blocks...)})
-	c := startNode(b, p2p.Config{Bootstrap: []string{loopAddr(b, a)}})
+	a := startNode(b, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
+	c := startNode(b, p2p.Config{Bootstrap: []string{loopAddr(b, a)}}, p2p.Service{})
 	testkit.WaitFor(b, "connection", 5*time.Second, func() bool { return connected(c, a.ID()) })
 	ctx := ctxTimeout(b, 5*time.Minute) // a stall fails the benchmark instead of hanging it
 	b.SetBytes(bytesPer)

@@ -14,12 +14,12 @@ import (
 // designated fetchers.
 const FetcherProtocolID protocol.ID = "/zosfs/fetcher/1.0.0"
 
-// SetCanFetch says whether this node can fetch blocks for the site now (its Config.Fetch
-// has a hub or an flist's routes to fetch from; true from the start when Config.Fetch is
+// SetCanFetch says whether this node can fetch blocks for the site now (its Service.Fetch
+// has a hub or an flist's routes to fetch from; true from the start when Service.Fetch is
 // set). Only such nodes are designated fetchers: they advertise FetcherProtocolID, and
-// identify tells the peers when that changes. A node without Config.Fetch never can.
+// identify tells the peers when that changes. A node without Service.Fetch never can.
 func (n *Node) SetCanFetch(can bool) {
-	can = can && n.cfg.Fetch != nil
+	can = can && n.svc.Fetch != nil
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
 	if n.canFetch.Swap(can) != can && n.started.Load() && !n.closed.Load() {

@@ -37,11 +37,11 @@ func TestFirstWave(t *testing.T) {
 	const n = 4
 	var nodes []*p2p.Node
 	for i := range n {
-		cfg := p2p.Config{Blocks: newStore(), Fetch: hub}
+		var cfg p2p.Config
 		if i > 0 {
 			cfg.Bootstrap = []string{loopAddr(t, nodes[0])}
 		}
-		nodes = append(nodes, startNode(t, cfg))
+		nodes = append(nodes, startNode(t, cfg, p2p.Service{Blocks: newStore(), Fetch: hub}))
 	}
 	for _, x := range nodes[1:] {
 		for _, y := range nodes[1:] {
@@ -128,7 +128,7 @@ func TestFirstWave(t *testing.T) {
 		}
 	}
 	// A node without a Fetch hook answers FetchVia "not found".
-	plain := startNode(t, p2p.Config{Blocks: newStore()})
+	plain := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore()})
 	if err := nodes[0].Connect(ctx, loopAddr(t, plain)); err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +160,8 @@ func TestServeRate(t *testing.T) {
 		total += int64(len(b.data))
 	}
 	const rate = 4 << 20
-	a := startNode(t, p2p.Config{Blocks: newStore(blocks...), ServeRate: rate})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}})
+	a := startNode(t, p2p.Config{ServeRate: rate}, p2p.Service{Blocks: newStore(blocks...)})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
 	testkit.WaitFor(t, "connection", 5*time.Second, func() bool { return connected(c, a.ID()) })
 	ctx := ctxTimeout(t, time.Minute)
 	start := time.Now()

@@ -23,7 +23,7 @@ const (
 	// streams together (64 × 512 KiB ≈ 32 MiB), whatever the number of peers.
 	serveMemBlocks = 64
 	// serveWhileBusy bounds the blocks read for peers at a time while the node's own
-	// reads wait for blocks (Config.Busy): serving goes on, slower, behind them.
+	// reads wait for blocks (Service.Busy): serving goes on, slower, behind them.
 	serveWhileBusy = 4
 	// fetchThroughTimeout bounds the fetch of a block this node makes for a peer as the
 	// block's designated fetcher: a hub fetch with its retries.
@@ -104,11 +104,11 @@ read:
 	}
 }
 
-// serveOne answers one request from the block store, or through Config.Fetch when the
+// serveOne answers one request from the block store, or through Service.Fetch when the
 // request asks this node, as the block's designated fetcher, to fetch it.
 func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte) response {
 	notFound := response{reqID: reqID, status: statusNotFound}
-	if n.cfg.Blocks == nil {
+	if n.svc.Blocks == nil {
 		return notFound
 	}
 	getCtx, cancel := context.WithTimeout(ctx, serveGetTimeout)
@@ -118,11 +118,11 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 	failed := func(ctx context.Context) response {
 		return response{reqID: reqID, status: statusError, data: []byte("not served: " + ctx.Err().Error())}
 	}
-	has, err := n.cfg.Blocks.Has(getCtx, id)
+	has, err := n.svc.Blocks.Has(getCtx, id)
 	if getCtx.Err() != nil {
 		return failed(getCtx)
 	}
-	if err == nil && !has && flags&flagFetch != 0 && n.cfg.Fetch != nil {
+	if err == nil && !has && flags&flagFetch != 0 && n.svc.Fetch != nil {
 		return n.serveFetched(ctx, reqID, id)
 	}
 	if err != nil || !has {
@@ -134,7 +134,7 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 	case <-ctx.Done():
 		return failed(ctx)
 	}
-	if n.cfg.Busy != nil && n.cfg.Busy() {
+	if n.svc.Busy != nil && n.svc.Busy() {
 		select {
 		case n.serveBusy <- struct{}{}:
 			defer func() { <-n.serveBusy }()
@@ -143,7 +143,7 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 			return failed(ctx)
 		}
 	}
-	data, err := n.cfg.Blocks.Get(ctx, id)
+	data, err := n.svc.Blocks.Get(ctx, id)
 	if err != nil || len(data) > flist.MaxBlockStored {
 		<-n.serveMem
 		if ctx.Err() != nil {
@@ -157,12 +157,12 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 }
 
 // serveFetched answers a request to this node as the block's designated fetcher, for a
-// block it lacks: Config.Fetch gets it (shared with the node's own reads of it), bounded
+// block it lacks: Service.Fetch gets it (shared with the node's own reads of it), bounded
 // by fetchThroughTimeout. The requester waits; it falls back to its hub on an error.
 func (n *Node) serveFetched(ctx context.Context, reqID uint64, id []byte) response {
 	ctx, cancel := context.WithTimeout(ctx, fetchThroughTimeout)
 	defer cancel()
-	data, err := n.cfg.Fetch(ctx, id)
+	data, err := n.svc.Fetch(ctx, id)
 	if err != nil || len(data) > flist.MaxBlockStored {
 		n.log.Debug("fetching a block for a peer failed", "id", hexID(id), "err", err, "size", len(data))
 		msg := "fetch failed"

@@ -63,13 +63,12 @@ func run(ctx context.Context, listen, bootstrap []string, size int) error {
 		Listen:    listen,
 		Bootstrap: bootstrap,
 		NoMDNS:    true,
-		Blocks:    store,
 		Logger:    log,
 	})
 	if err != nil {
 		return err
 	}
-	if err := n.Start(ctx); err != nil {
+	if err := n.Start(ctx, p2p.Service{Blocks: store}); err != nil {
 		return err
 	}
 	defer n.Close()
