@@ -297,85 +297,119 @@ func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
 		return err
 	}
 	defer c.ops.Done()
+	if err := c.checkBlock(id, data, verify); err != nil {
+		return fmt.Errorf("cache: put %x: %w", id, err)
+	}
+	r, err := c.reserve(ctx, string(id), int64(len(data)))
+	if err != nil {
+		return fmt.Errorf("cache: put %x: %w", id, err)
+	}
+	if r == nil {
+		return nil // cached already
+	}
+	// The victims' files go before ours is written: the disk never holds more than
+	// MaxBytes of blocks (but for files still open by readers).
+	c.forget(r.victims)
+	err = c.writeBlock(id, data, r.seq)
+	c.settle(r, err)
+	if err != nil {
+		return fmt.Errorf("cache: put %x: %w", id, err)
+	}
+	return nil
+}
+
+// checkBlock refuses, before anything is reserved or written, a block that cannot be
+// stored: larger than any block, or (when verify is set, or the id is malformed) not
+// matching its id.
+func (c *Cache) checkBlock(id, data []byte, verify bool) error {
 	if len(data) > MaxBlockSize {
-		return fmt.Errorf("cache: put %x: %w: %d bytes, more than any block (%d)", id, flist.ErrBlockCorrupt, len(data), MaxBlockSize)
+		return fmt.Errorf("%w: %d bytes, more than any block (%d)", flist.ErrBlockCorrupt, len(data), MaxBlockSize)
 	}
 	if !verify && len(id) != 32 && len(id) != 16 {
 		verify = true // let the check refuse a malformed id
 	}
 	if verify {
-		if err := c.verify(id, data); err != nil {
-			return fmt.Errorf("cache: put %x: %w", id, err)
-		}
+		return c.verify(id, data)
 	}
-	key, size := string(id), int64(len(data))
+	return nil
+}
 
-	var (
-		victims []*entry
-		done    chan struct{}
-		seq     uint64
-	)
-	for done == nil {
+// reservation is what a Put holds between reserve and settle: its block's id marked
+// busy, room for its bytes, the access sequence of the block to be, and the blocks
+// evicted for it (to forget before the block is written).
+type reservation struct {
+	key     string
+	size    int64
+	seq     uint64
+	done    chan struct{} // c.busy[key], closed by settle
+	victims []*entry
+}
+
+// reserve makes a Put's reservation, or returns nil when the cache holds the block
+// already (which then counts as a use). It waits for the calls that write or remove the
+// same block (concurrent Puts of one block write it once), and for the Puts in progress
+// whose blocks, once written, can be evicted to make room.
+func (c *Cache) reserve(ctx context.Context, key string, size int64) (*reservation, error) {
+	for {
 		c.mu.Lock()
-		if e := c.entries[key]; e != nil {
-			c.touchLocked(e)
-			c.mu.Unlock()
-			return nil
-		}
-		wait := c.busy[key] // written or removed by another call: wait, then look again
-		if wait == nil {
-			var err error
-			victims, wait, err = c.makeRoomLocked(size)
-			if err != nil {
-				c.mu.Unlock()
-				return fmt.Errorf("cache: put %x: %w", id, err)
-			}
-		}
-		if wait == nil {
-			done = make(chan struct{})
-			c.busy[key] = done
-			c.reserved += size
-			c.seq++
-			seq = c.seq
-		}
+		r, wait, err := c.tryReserveLocked(key, size)
 		c.mu.Unlock()
-		if wait != nil {
-			select {
-			case <-wait:
-			case <-ctx.Done():
-				return fmt.Errorf("cache: put %x: %w", id, ctx.Err())
-			}
+		if wait == nil {
+			return r, err
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
+}
 
-	// The victims' files go before ours is written: the disk never holds more than
-	// MaxBytes of blocks (but for files still open by readers).
-	c.forget(victims)
-	err := c.writeBlock(id, data, seq)
+// tryReserveLocked is one attempt of reserve: it returns the reservation, nil when the
+// block is cached, a channel to wait on before trying again, or an error wrapping ErrFull.
+func (c *Cache) tryReserveLocked(key string, size int64) (*reservation, chan struct{}, error) {
+	if e := c.entries[key]; e != nil {
+		c.touchLocked(e)
+		return nil, nil, nil
+	}
+	if wait := c.busy[key]; wait != nil { // written or removed by another call: wait, then look again
+		return nil, wait, nil
+	}
+	victims, wait, err := c.makeRoomLocked(size)
+	if err != nil || wait != nil {
+		return nil, wait, err
+	}
+	r := &reservation{key: key, size: size, done: make(chan struct{}), victims: victims}
+	c.busy[key] = r.done
+	c.reserved += size
+	c.seq++
+	r.seq = c.seq
+	return r, nil, nil
+}
 
+// settle ends a reservation once the block's write is over: it releases the id and the
+// room, and, if the write succeeded (err nil), enters the block in memory (evictable
+// unless pinned) and reports it to OnStore.
+func (c *Cache) settle(r *reservation, err error) {
 	c.mu.Lock()
-	c.reserved -= size
+	c.reserved -= r.size
 	c.spaceChangedLocked()
-	delete(c.busy, key)
-	close(done)
+	delete(c.busy, r.key)
+	close(r.done)
 	drain := false
 	if err == nil {
-		e := &entry{id: key, size: size, seq: seq, idx: -1, verified: true}
-		c.entries[key] = e
-		c.bytes += size
-		if c.pins[key] == 0 {
+		e := &entry{id: r.key, size: r.size, seq: r.seq, idx: -1, verified: true}
+		c.entries[r.key] = e
+		c.bytes += r.size
+		if c.pins[r.key] == 0 {
 			c.lruPush(e)
 		}
-		drain = c.queueLocked(true, key)
+		drain = c.queueLocked(true, r.key)
 	}
 	c.mu.Unlock()
 	if drain {
 		c.drain()
 	}
-	if err != nil {
-		return fmt.Errorf("cache: put %x: %w", id, err)
-	}
-	return nil
 }
 
 // makeRoomLocked makes room for size more bytes under MaxBytes. It returns the blocks it

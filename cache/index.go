@@ -142,7 +142,31 @@ type record struct {
 // load reads the index, reconciles it with the block files and builds the in-memory
 // state.
 func (c *Cache) load() error {
-	recs := make(map[string]*record)
+	recs, junk, version, err := c.scanIndex()
+	if err != nil {
+		return err
+	}
+	if err := c.checkFormat(version); err != nil {
+		return err
+	}
+	st, err := c.reconcile(recs)
+	if err != nil {
+		return err
+	}
+	c.enterBlocks(recs, junk, &st)
+	if err := c.db.Write(junk, nil); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	evicted := c.trimToMax()
+	c.logOpened(st, evicted)
+	return nil
+}
+
+// scanIndex reads the whole index once: it returns what it says of each block, the
+// records it cannot parse (to delete: junk) and the index format, and fills c.owners and
+// c.pins, which need nothing from the disk.
+func (c *Cache) scanIndex() (recs map[string]*record, junk *leveldb.Batch, version string, err error) {
+	recs = make(map[string]*record)
 	rec := func(id []byte) *record {
 		r := recs[string(id)]
 		if r == nil {
@@ -151,9 +175,9 @@ func (c *Cache) load() error {
 		}
 		return r
 	}
-	junk := new(leveldb.Batch) // records to delete
-	version := ""
+	junk = new(leveldb.Batch)
 	it := c.db.NewIterator(nil, nil)
+	defer it.Release()
 	for it.Next() {
 		k, v := it.Key(), it.Value()
 		switch k[0] {
@@ -191,10 +215,15 @@ func (c *Cache) load() error {
 			c.pins[string(id)]++
 		}
 	}
-	it.Release()
 	if err := it.Error(); err != nil {
-		return fmt.Errorf("reading the index: %w", err)
+		return nil, nil, "", fmt.Errorf("reading the index: %w", err)
 	}
+	return recs, junk, version, nil
+}
+
+// checkFormat refuses an index written in another format (by a later version), and
+// records the format in a new one.
+func (c *Cache) checkFormat(version string) error {
 	switch version {
 	case formatVersion:
 	case "":
@@ -204,12 +233,13 @@ func (c *Cache) load() error {
 	default:
 		return fmt.Errorf("index format %q, this version reads %q", version, formatVersion)
 	}
+	return nil
+}
 
-	st, err := c.reconcile(recs)
-	if err != nil {
-		return err
-	}
-
+// enterBlocks builds the in-memory state from the reconciled records: a block whose file
+// is right becomes an entry (evictable unless pinned); the records of the others go to
+// junk, and a listed block with no file at all counts as missing in st.
+func (c *Cache) enterBlocks(recs map[string]*record, junk *leveldb.Batch, st *reconcileStats) {
 	for id, r := range recs {
 		if !r.seen {
 			junk.Delete(recencyKey([]byte(id)))
@@ -232,11 +262,12 @@ func (c *Cache) load() error {
 		}
 	}
 	heap.Init(&c.lru)
-	if err := c.db.Write(junk, nil); err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
+}
 
-	// Trim to a lowered MaxBytes. Nothing has been announced yet: no OnEvict.
+// trimToMax evicts the least recently used unpinned blocks while the cache holds more
+// than MaxBytes (it was lowered since the last run), and returns how many it evicted.
+// Nothing has been announced yet: no OnEvict.
+func (c *Cache) trimToMax() int {
 	var victims []*entry
 	for c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes && len(c.lru) > 0 {
 		e := c.lru[0]
@@ -249,21 +280,25 @@ func (c *Cache) load() error {
 			delete(c.busy, e.id)
 		}
 	}
+	return len(victims)
+}
 
+// logOpened logs what the cache holds, and, as a warning, what Open had to clean up (a
+// sign of an unclean stop or of an outside change) and pinned blocks above the maximum.
+func (c *Cache) logOpened(st reconcileStats, evicted int) {
 	attrs := []any{"blocks", len(c.entries), "bytes", c.bytes, "max", c.cfg.MaxBytes,
 		"pinned_bytes", c.bytes - c.lruBytes, "owners", len(c.owners)}
-	if st != (reconcileStats{}) || len(victims) > 0 {
+	if st != (reconcileStats{}) || evicted > 0 {
 		c.log.Warn("cache opened; cleaned up after an unclean stop or an outside change", append(attrs,
 			"temp_files_removed", st.temp, "unlisted_files_removed", st.unlisted,
 			"wrong_size_removed", st.wrongSize, "missing_files_dropped", st.missing,
-			"foreign_files_removed", st.foreign, "evicted_over_max", len(victims))...)
+			"foreign_files_removed", st.foreign, "evicted_over_max", evicted)...)
 	} else {
 		c.log.Info("cache opened", attrs...)
 	}
 	if c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes {
 		c.log.Warn("pinned blocks exceed the cache's maximum", "bytes", c.bytes, "max", c.cfg.MaxBytes)
 	}
-	return nil
 }
 
 // reconcileStats counts what reconcile cleaned up.
