@@ -91,8 +91,9 @@ type readers struct {
 	clock uint64
 }
 
-// acquire returns the reader of file n, creating it on first use, and counts a read in
-// progress: a reader is never evicted during a read. Call release when the read is done.
+// acquireReader returns the reader of file n, creating it on first use, and counts a
+// read in progress: a reader is never evicted during a read. Call releaseReader when
+// the read is done.
 func (m *Mount) acquireReader(ctx context.Context, n *node) (*fileReader, error) {
 	blocks, err := n.fileBlocks(ctx)
 	if err != nil {
@@ -151,106 +152,165 @@ type fetch struct {
 	err     error
 }
 
+// newReader returns the read state of file e made of blocks; its fetches end when the
+// mount stops at the latest.
 func (m *Mount) newReader(e flist.Entry, blocks []flist.Block) *fileReader {
 	ctx, cancel := context.WithCancel(m.runCtx)
 	return &fileReader{m: m, e: e, blocks: blocks, ctx: ctx, cancel: cancel, cache: map[int64]*fetch{}}
 }
 
 // blockLen is the plain length block idx must have: BlockSize but for the last one.
-func (h *fileReader) blockLen(idx int64) int64 {
-	return min(int64(flist.BlockSize), int64(h.e.Size)-idx*flist.BlockSize)
+func (r *fileReader) blockLen(idx int64) int64 {
+	return min(int64(flist.BlockSize), int64(r.e.Size)-idx*flist.BlockSize)
 }
 
-// Read fetches the blocks [off, off+len(dest)) touches (and
-// starts read-ahead if the file is read sequentially), waits for them at most
-// Config.ReadTimeout, and copies their bytes into dest.
-func (h *fileReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	size := int64(h.e.Size)
+// span is the part of the file one read covers: bytes [off, end), in blocks first..last.
+type span struct {
+	off, end    int64
+	first, last int64
+}
+
+// spanOf is the span of a read of n bytes at off, cut at the end of the file. off is
+// within the file and n > 0.
+func (r *fileReader) spanOf(off int64, n int) span {
+	end := min(off+int64(n), int64(r.e.Size))
+	return span{off: off, end: end, first: off / flist.BlockSize, last: (end - 1) / flist.BlockSize}
+}
+
+// part is the piece of block idx's data (one of s's blocks) that s covers.
+func (s span) part(idx int64, data []byte) []byte {
+	from, to := int64(0), int64(len(data))
+	if idx == s.first {
+		from = s.off - idx*flist.BlockSize
+	}
+	if idx == s.last {
+		to = s.end - idx*flist.BlockSize
+	}
+	return data[from:to]
+}
+
+// Read reads the bytes [off, off+len(dest)) of the file into dest: it finds or starts
+// the fetches of the blocks they are in (and read-ahead if the file is read
+// sequentially), waits for them at most Config.ReadTimeout, and copies their bytes out.
+func (r *fileReader) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	if off >= size || len(dest) == 0 {
+	if off >= int64(r.e.Size) || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	end := min(off+int64(len(dest)), size)
-	first, last := off/flist.BlockSize, (end-1)/flist.BlockSize
+	s := r.spanOf(off, len(dest))
 
 	// The read's deadline; it also ends when the mount stops.
-	rctx, cancel := context.WithTimeout(ctx, h.m.cfg.ReadTimeout)
+	rctx, cancel := context.WithTimeout(ctx, r.m.cfg.ReadTimeout)
 	defer cancel()
-	defer context.AfterFunc(h.ctx, cancel)()
+	defer context.AfterFunc(r.ctx, cancel)()
 
-	fetches := make([]*fetch, 0, last-first+1)
-	h.mu.Lock()
-	if h.released {
-		h.mu.Unlock()
+	fetches, errno := r.begin(rctx, s)
+	if errno != 0 {
+		return nil, errno
+	}
+	n, errno := r.copyOut(ctx, rctx, dest, s, fetches)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// begin returns the fetches of s's blocks, in order, starting those not cached on rctx,
+// and does the read-ahead bookkeeping of the read. It fails at once with EBADF if the
+// reader was stopped, and with EIO if one of the blocks just failed (failMemory).
+func (r *fileReader) begin(rctx context.Context, s span) ([]*fetch, syscall.Errno) {
+	r.mu.Lock()
+	if r.released {
+		r.mu.Unlock()
 		return nil, syscall.EBADF
 	}
-	for i := first; i <= last; i++ {
-		if at, ok := h.failed[i]; ok {
-			if time.Since(at) < failMemory {
-				h.mu.Unlock()
-				h.m.log.Debug("read of a block that just failed", "ino", h.e.Ino, "block", i)
-				return nil, syscall.EIO
-			}
-			delete(h.failed, i)
-		}
+	if idx, ok := r.recentFailureLocked(s); ok {
+		r.mu.Unlock()
+		r.m.log.Debug("read of a block that just failed", "ino", r.e.Ino, "block", idx)
+		return nil, syscall.EIO
 	}
-	for i := first; i <= last; i++ {
-		f := h.cache[i]
+	fetches := r.fetchesLocked(rctx, s)
+	r.trackLocked(s)
+	r.mu.Unlock()
+	return fetches, 0
+}
+
+// fetchesLocked returns the fetches of s's blocks, in order: the cached ones, and new
+// ones on rctx for the others. r.mu is held.
+func (r *fileReader) fetchesLocked(rctx context.Context, s span) []*fetch {
+	fetches := make([]*fetch, 0, s.last-s.first+1)
+	for i := s.first; i <= s.last; i++ {
+		f := r.cache[i]
 		if f == nil {
-			f = h.startLocked(rctx, i, false)
+			f = r.startLocked(rctx, i, false)
 		}
 		fetches = append(fetches, f)
 	}
-	h.trackLocked(off, end, first, last)
-	h.mu.Unlock()
+	return fetches
+}
 
+// recentFailureLocked returns the first of s's blocks whose read failed with EIO less
+// than failMemory ago, and forgets older failures of s's blocks. r.mu is held.
+func (r *fileReader) recentFailureLocked(s span) (int64, bool) {
+	for i := s.first; i <= s.last; i++ {
+		if at, ok := r.failed[i]; ok {
+			if time.Since(at) < failMemory {
+				return i, true
+			}
+			delete(r.failed, i)
+		}
+	}
+	return 0, false
+}
+
+// copyOut waits for each of s's blocks (fetches, in order) and copies the part s covers
+// into dest; it returns how many bytes it copied. The first block that cannot be had
+// fails the read (readFailed), and an EIO is remembered for failMemory.
+func (r *fileReader) copyOut(ctx, rctx context.Context, dest []byte, s span, fetches []*fetch) (int, syscall.Errno) {
 	n := 0
 	for k, f := range fetches {
-		idx := first + int64(k)
-		data, err := h.wait(rctx, f)
+		idx := s.first + int64(k)
+		data, err := r.wait(rctx, f)
 		if err != nil {
-			errno := h.readFailed(ctx, rctx, idx, err)
+			errno := r.readFailed(ctx, rctx, idx, err)
 			if errno == syscall.EIO {
-				h.mu.Lock()
-				if h.failed == nil {
-					h.failed = map[int64]time.Time{}
-				}
-				h.failed[idx] = time.Now()
-				h.mu.Unlock()
+				r.rememberFailure(idx)
 			}
-			return nil, errno
+			return 0, errno
 		}
-		from := int64(0)
-		if idx == first {
-			from = off - idx*flist.BlockSize
-		}
-		to := int64(len(data))
-		if idx == last {
-			to = end - idx*flist.BlockSize
-		}
-		n += copy(dest[n:], data[from:to])
+		n += copy(dest[n:], s.part(idx, data))
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return n, 0
+}
+
+// rememberFailure notes that a read of block idx just failed with EIO.
+func (r *fileReader) rememberFailure(idx int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failed == nil {
+		r.failed = map[int64]time.Time{}
+	}
+	r.failed[idx] = time.Now()
 }
 
 // readFailed turns the failure of a read into its errno (through toErrno), and logs it:
 // EINTR if the kernel interrupted the request, EIO for everything else — a deadline, a
 // block "not found" anywhere, a cancellation that was not this request's own.
-func (h *fileReader) readFailed(ctx, rctx context.Context, idx int64, err error) syscall.Errno {
+func (r *fileReader) readFailed(ctx, rctx context.Context, idx int64, err error) syscall.Errno {
 	switch {
 	case ctx.Err() != nil:
 		// The kernel interrupted the request: the reader got a signal.
-		h.m.log.Debug("read interrupted", "ino", h.e.Ino, "block", idx)
+		r.m.log.Debug("read interrupted", "ino", r.e.Ino, "block", idx)
 		return toErrno(ctx.Err())
 	case errors.Is(rctx.Err(), context.DeadlineExceeded):
-		h.m.log.Warn("read timed out", "ino", h.e.Ino, "name", h.e.Name, "block", idx, "timeout", h.m.cfg.ReadTimeout)
+		r.m.log.Warn("read timed out", "ino", r.e.Ino, "name", r.e.Name, "block", idx, "timeout", r.m.cfg.ReadTimeout)
 		return toErrno(rctx.Err())
-	case h.ctx.Err() != nil:
+	case r.ctx.Err() != nil:
 		return toErrno(errMountStopping)
 	}
-	h.m.log.Warn("read failed", "ino", h.e.Ino, "name", h.e.Name, "block", idx, "err", err)
+	r.m.log.Warn("read failed", "ino", r.e.Ino, "name", r.e.Name, "block", idx, "err", err)
 	// %v, not %w: what the getter said is no errno of this read.
 	return toErrno(fmt.Errorf("block %d: %v", idx, err))
 }
@@ -258,7 +318,7 @@ func (h *fileReader) readFailed(ctx, rctx context.Context, idx int64, err error)
 // wait waits for f's block, bounded by ctx. A fetch that failed for a reason that is
 // not this read's (a read-ahead, another reader's request that was interrupted) is
 // retried on this read's own context.
-func (h *fileReader) wait(ctx context.Context, f *fetch) ([]byte, error) {
+func (r *fileReader) wait(ctx context.Context, f *fetch) ([]byte, error) {
 	for try := 0; ; try++ {
 		select {
 		case <-f.done:
@@ -268,120 +328,163 @@ func (h *fileReader) wait(ctx context.Context, f *fetch) ([]byte, error) {
 		if f.err == nil {
 			return f.data, nil
 		}
-		retry := (f.ahead || errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) &&
-			ctx.Err() == nil && try < maxRetries
-		if !retry {
+		if !f.retryable() || ctx.Err() != nil || try >= maxRetries {
 			return nil, f.err
 		}
-		h.mu.Lock()
-		if h.released {
-			h.mu.Unlock()
+		g, ok := r.refetch(ctx, f)
+		if !ok {
 			return nil, f.err
 		}
-		g := h.cache[f.idx]
-		if g == nil || g == f {
-			g = h.startLocked(ctx, f.idx, false)
-		}
-		h.mu.Unlock()
 		f = g
 	}
 }
 
+// retryable reports whether f, done, failed for a reason that may not be the block's:
+// it was a read-ahead, or its context ended (someone else's request was interrupted or
+// timed out).
+func (f *fetch) retryable() bool {
+	return f.ahead || errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)
+}
+
+// refetch returns the fetch of f's block to wait for instead of f, which failed: the one
+// another read started since, or a new one on ctx. false if the reader was stopped.
+func (r *fileReader) refetch(ctx context.Context, f *fetch) (*fetch, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.released {
+		return nil, false
+	}
+	g := r.cache[f.idx]
+	if g == nil || g == f {
+		g = r.startLocked(ctx, f.idx, false)
+	}
+	return g, true
+}
+
 // startLocked starts fetching block idx on ctx (bounded by ReadTimeout) and enters it in
 // the cache. A failed fetch removes itself from the cache, so that a later read tries
-// again. h.mu is held.
-func (h *fileReader) startLocked(ctx context.Context, idx int64, ahead bool) *fetch {
-	f := &fetch{idx: idx, ahead: ahead, done: make(chan struct{}), charged: h.blockLen(idx)}
-	h.m.prefetchBytes.Add(f.charged)
-	if old := h.cache[idx]; old != nil {
-		h.dropLocked(old)
+// again. r.mu is held.
+func (r *fileReader) startLocked(ctx context.Context, idx int64, ahead bool) *fetch {
+	f := &fetch{idx: idx, ahead: ahead, done: make(chan struct{}), charged: r.blockLen(idx)}
+	r.m.prefetchBytes.Add(f.charged)
+	if old := r.cache[idx]; old != nil {
+		r.dropLocked(old)
 	}
-	h.cache[idx] = f
+	r.cache[idx] = f
 	if ahead {
-		h.inflight++
+		r.inflight++
 	}
-	fctx, cancel := context.WithTimeout(ctx, h.m.cfg.ReadTimeout)
-	block := h.blocks[idx]
-	want := h.blockLen(idx)
-	h.m.active.Add(1)
+	fctx, cancel := context.WithTimeout(ctx, r.m.cfg.ReadTimeout)
+	r.m.active.Add(1)
 	go func() {
-		defer h.m.active.Add(-1)
+		defer r.m.active.Add(-1)
 		defer cancel()
-		data, err := h.m.cfg.Blocks.GetBlock(fctx, block)
-		if err == nil && int64(len(data)) != want {
-			err = fmt.Errorf("%w: inode %d block %d (%x): %d bytes, want %d", errBlockLength, h.e.Ino, idx, block.ID, len(data), want)
-			data = nil
-		}
-		if err != nil {
-			data = nil
-			if ahead && !errors.Is(err, context.Canceled) {
-				h.m.log.Debug("read-ahead failed", "ino", h.e.Ino, "block", idx, "err", err)
-			}
-		}
-		h.mu.Lock()
-		f.data, f.err = data, err
-		if ahead {
-			h.inflight--
-		}
-		if err != nil && h.cache[idx] == f {
-			h.dropLocked(f)
-		}
-		h.mu.Unlock()
-		close(f.done)
+		data, err := r.getBlock(fctx, idx)
+		r.finish(f, data, err)
 	}()
 	return f
 }
 
+// getBlock gets the plain content of block idx from the block getter and checks its
+// length: a block of the wrong length is an error, never part of the file.
+func (r *fileReader) getBlock(ctx context.Context, idx int64) ([]byte, error) {
+	block := r.blocks[idx]
+	want := r.blockLen(idx)
+	data, err := r.m.cfg.Blocks.GetBlock(ctx, block)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != want {
+		return nil, fmt.Errorf("%w: inode %d block %d (%x): %d bytes, want %d", errBlockLength, r.e.Ino, idx, block.ID, len(data), want)
+	}
+	return data, nil
+}
+
+// finish ends fetch f with its outcome and wakes its waiters. A failed fetch leaves the
+// cache.
+func (r *fileReader) finish(f *fetch, data []byte, err error) {
+	if err != nil && f.ahead && !errors.Is(err, context.Canceled) {
+		r.m.log.Debug("read-ahead failed", "ino", r.e.Ino, "block", f.idx, "err", err)
+	}
+	r.mu.Lock()
+	f.data, f.err = data, err
+	if f.ahead {
+		r.inflight--
+	}
+	if err != nil && r.cache[f.idx] == f {
+		r.dropLocked(f)
+	}
+	r.mu.Unlock()
+	close(f.done)
+}
+
 // dropLocked removes f from the cache (if it is there) and releases its charge.
-func (h *fileReader) dropLocked(f *fetch) {
-	if h.cache[f.idx] == f {
-		delete(h.cache, f.idx)
+func (r *fileReader) dropLocked(f *fetch) {
+	if r.cache[f.idx] == f {
+		delete(r.cache, f.idx)
 	}
 	if f.charged != 0 {
-		h.m.prefetchBytes.Add(-f.charged)
+		r.m.prefetchBytes.Add(-f.charged)
 		f.charged = 0
 	}
 }
 
-// trackLocked updates the access pattern with a read of [off, end) touching blocks
-// first..last, starts read-ahead when the pattern is sequential, and trims the cache.
-// h.mu is held.
-func (h *fileReader) trackLocked(off, end, first, last int64) {
-	var seq bool
-	if h.reads == 0 {
-		seq = off == 0
-	} else {
-		seq = off >= h.frontier-seqSlack && off <= h.frontier+seqSlack
-	}
-	h.reads++
-	if seq {
-		h.seqRun++
-		h.frontier = max(h.frontier, end)
-	} else {
-		h.seqRun = 0
-		h.frontier = end
-	}
+// trackLocked is the read-ahead bookkeeping of a read of s: it updates the access
+// pattern, starts read-ahead when the pattern is sequential, and trims the cache.
+// r.mu is held.
+func (r *fileReader) trackLocked(s span) {
+	window := r.observeLocked(s)
+	r.readAheadLocked(s, window)
+	r.trimLocked(s, window)
+}
 
-	window := int64(0)
-	if h.seqRun >= seqTrigger {
-		window = int64(h.m.cfg.Prefetch)
+// observeLocked counts a read of s in the access pattern and returns the read-ahead
+// window, in blocks past s: Config.Prefetch once seqTrigger reads in a row were
+// sequential, else 0. r.mu is held.
+func (r *fileReader) observeLocked(s span) int64 {
+	var seq bool
+	if r.reads == 0 {
+		seq = s.off == 0
+	} else {
+		seq = s.off >= r.frontier-seqSlack && s.off <= r.frontier+seqSlack
 	}
-	nblocks := int64(len(h.blocks))
-	for i := last + 1; i <= last+window && i < nblocks; i++ {
-		if h.cache[i] != nil {
+	r.reads++
+	if seq {
+		r.seqRun++
+		r.frontier = max(r.frontier, s.end)
+	} else {
+		r.seqRun = 0
+		r.frontier = s.end
+	}
+	if r.seqRun >= seqTrigger {
+		return int64(r.m.cfg.Prefetch)
+	}
+	return 0
+}
+
+// readAheadLocked starts fetching the blocks of the window past s that are not cached,
+// on the reader's own context, while fewer than Config.Prefetch read-ahead fetches are
+// in flight and the mount's decoded bytes stay within Config.PrefetchMemory. r.mu is
+// held.
+func (r *fileReader) readAheadLocked(s span, window int64) {
+	nblocks := int64(len(r.blocks))
+	for i := s.last + 1; i <= s.last+window && i < nblocks; i++ {
+		if r.cache[i] != nil {
 			continue
 		}
-		if h.inflight >= h.m.cfg.Prefetch || h.m.prefetchBytes.Load()+h.blockLen(i) > h.m.cfg.PrefetchMemory {
+		if r.inflight >= r.m.cfg.Prefetch || r.m.prefetchBytes.Load()+r.blockLen(i) > r.m.cfg.PrefetchMemory {
 			break
 		}
-		h.startLocked(h.ctx, i, true)
+		r.startLocked(r.ctx, i, true)
 	}
+}
 
-	// Keep the blocks from keptBehind before this read to the end of the window, and
-	// at most keptExtra others (the ones nearest this read).
-	lo, hi := first-keptBehind, last+window
+// trimLocked keeps the blocks from keptBehind before s to the end of the window, and at
+// most keptExtra others (the ones nearest s); it drops the rest. r.mu is held.
+func (r *fileReader) trimLocked(s span, window int64) {
+	lo, hi := s.first-keptBehind, s.last+window
 	var others []*fetch
-	for _, f := range h.cache {
+	for _, f := range r.cache {
 		if f.idx < lo || f.idx > hi {
 			others = append(others, f)
 		}
@@ -389,29 +492,30 @@ func (h *fileReader) trackLocked(off, end, first, last int64) {
 	for len(others) > keptExtra {
 		far := 0
 		for k, f := range others {
-			if distance(f.idx, first, last) > distance(others[far].idx, first, last) {
+			if s.distance(f.idx) > s.distance(others[far].idx) {
 				far = k
 			}
 		}
-		h.dropLocked(others[far])
+		r.dropLocked(others[far])
 		others = append(others[:far], others[far+1:]...)
 	}
 }
 
-func distance(idx, first, last int64) int64 {
-	if idx < first {
-		return first - idx
+// distance is how many blocks block idx, outside s, is away from s.
+func (s span) distance(idx int64) int64 {
+	if idx < s.first {
+		return s.first - idx
 	}
-	return idx - last
+	return idx - s.last
 }
 
 // stop ends the reader: its fetches stop and its blocks are freed.
-func (h *fileReader) stop() {
-	h.cancel()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.released = true
-	for _, f := range h.cache {
-		h.dropLocked(f)
+func (r *fileReader) stop() {
+	r.cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.released = true
+	for _, f := range r.cache {
+		r.dropLocked(f)
 	}
 }
