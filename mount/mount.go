@@ -20,12 +20,14 @@
 // (zero until done).
 //
 // Reads: a read fetches only the blocks it touches and checks their lengths against the
-// file's size (a block of the wrong length is an I/O error, never garbage). Each open file
-// watches its own access pattern; once reads look sequential it keeps a window of
-// Config.Prefetch future blocks in flight, in parallel, on a context bounded by the file
-// handle's lifetime. Every read is bounded by Config.ReadTimeout: a read that cannot be
-// served in time fails with EIO, and a read interrupted by the kernel (the reader got a
-// signal) fails with EINTR; the request's context reaches the BlockGetter.
+// file's size (a block of the wrong length is an I/O error, never garbage). Each file's
+// reader (its read state, shared by everyone reading it) watches the file's access
+// pattern; once reads look sequential it keeps a window of Config.Prefetch future blocks
+// in flight, in parallel, on a context bounded by the reader's lifetime (until it is
+// evicted as one of too many idle readers, or the mount stops). Every read is bounded
+// by Config.ReadTimeout: a read that cannot be served in time fails with EIO, and a read
+// interrupted by the kernel (the reader got a signal) fails with EINTR; the request's
+// context reaches the BlockGetter.
 //
 // Writable mounts: the FUSE filesystem is mounted at a private directory and a kernel
 // overlayfs (lowerdir = the FUSE mount, upperdir = Config.UpperDir or a temporary directory)
@@ -65,9 +67,10 @@ import (
 
 // BlockGetter returns the plain (decoded, verified) content of a block. ctx is the FUSE
 // request's context: cancelled when the kernel interrupts the read. For read-ahead it is
-// a context bounded by the open file's lifetime. Implementations must be safe for
-// concurrent use and should return promptly once ctx is done; the mount does not wait
-// for one that does not (the read fails at its deadline either way).
+// the context of the file's reader, done when the reader is evicted or the mount stops.
+// Implementations must be safe for concurrent use and should return promptly once ctx
+// is done; the mount does not wait for one that does not (the read fails at its
+// deadline either way).
 type BlockGetter interface {
 	GetBlock(ctx context.Context, b flist.Block) ([]byte, error)
 }
@@ -285,103 +288,167 @@ func (m *Mount) Ready() <-chan struct{} { return m.ready }
 // set up it tears down in reverse order: the overlay, the FUSE mount, the directories
 // it created. If files are still open on the mount, the unmount is lazy (detached) and
 // Run waits at most a few seconds for the server to stop. Run may be called once.
-func (m *Mount) Run(ctx context.Context) (err error) {
-	if !m.started.CompareAndSwap(false, true) {
-		return errors.New("mount: Run called twice")
-	}
-	if err := ctx.Err(); err != nil {
+func (m *Mount) Run(ctx context.Context) error {
+	root, err := m.checkStart(ctx)
+	if err != nil {
 		return err
 	}
-	root, err := m.cfg.Flist.Get(ctx, flist.RootIno)
-	if err != nil {
-		return fmt.Errorf("mount: root of the flist: %w", err)
-	}
-	if root.Type != flist.TypeDir {
-		return fmt.Errorf("mount: %w: the root is not a directory", flist.ErrCorrupt)
-	}
-	if fi, err := os.Stat(m.cfg.Mountpoint); err != nil {
-		return fmt.Errorf("mount: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("mount: %s is not a directory", m.cfg.Mountpoint)
-	}
-
 	runCtx, stop := context.WithCancel(ctx)
 	m.runCtx = runCtx
 
-	// undo collects the teardown steps; they run in reverse order.
-	undo := []func(){func() {
+	var undo teardown
+	defer undo.run()
+	undo.push(func() {
 		stop()
 		m.waitIdle()
-	}}
-	defer func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
+	})
 
 	m.lowerDir = m.cfg.Mountpoint
-	var upper, work string
+	var dirs overlayDirs
 	if m.cfg.Writable {
-		state, err := os.MkdirTemp(m.cfg.WorkDir, "zosfs-mount-")
-		if err != nil {
-			return fmt.Errorf("mount: %w", err)
-		}
-		undo = append(undo, func() { m.removeAll(state) })
-		m.lowerDir = filepath.Join(state, "lower")
-		if err := os.Mkdir(m.lowerDir, 0o700); err != nil {
-			return fmt.Errorf("mount: %w", err)
-		}
-		if m.cfg.UpperDir == "" {
-			upper, work = filepath.Join(state, "upper"), filepath.Join(state, "work")
-			if err := os.Mkdir(upper, 0o755); err != nil {
-				return fmt.Errorf("mount: %w", err)
-			}
-		} else {
-			upper = m.cfg.UpperDir
-			work = filepath.Join(filepath.Dir(upper), "."+filepath.Base(upper)+".zosfs-work")
-			if err := os.MkdirAll(upper, 0o755); err != nil {
-				return fmt.Errorf("mount: upper directory: %w", err)
-			}
-			undo = append(undo, func() { m.removeAll(work) })
-		}
-		// overlayfs itself clears what a killed mount may have left in it.
-		if err := os.MkdirAll(work, 0o700); err != nil {
-			return fmt.Errorf("mount: %w", err)
+		if dirs, err = m.prepareDirs(&undo); err != nil {
+			return err
 		}
 	}
-
-	server, err := m.mountFUSE(root)
+	lower, err := m.serveFUSE(root, &undo)
 	if err != nil {
 		return err
 	}
-	served := make(chan struct{})
-	go func() {
-		server.Wait()
-		close(served)
-	}()
-	fuseMounted := true
-	undo = append(undo, func() {
-		if fuseMounted {
-			m.unmountFUSE(served)
-		}
-	})
-
 	if m.cfg.Writable {
-		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", m.lowerDir, upper, work)
-		if err := unix.Mount("overlay", m.cfg.Mountpoint, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-			return fmt.Errorf("mount: overlay on %s (%s): %w", m.cfg.Mountpoint, opts, err)
+		if err := m.mountOverlay(dirs, &undo); err != nil {
+			return err
 		}
-		undo = append(undo, func() {
-			if err := unmountOne(m.cfg.Mountpoint); err != nil {
-				m.log.Error("unmounting the overlay", "err", err)
-			}
-		})
-		m.log.Info("mounted", "writable", true, "upper", upper, "lower", m.lowerDir)
 	} else {
 		m.log.Info("mounted", "writable", false)
 	}
 	close(m.ready)
+	return m.waitEnd(ctx, runCtx, lower)
+}
 
+// teardown collects the undo steps of what Run set up, in the order it set it up.
+type teardown []func()
+
+// push adds the step that undoes what was just set up.
+func (t *teardown) push(undo func()) { *t = append(*t, undo) }
+
+// run runs the steps in reverse order. A pointer receiver, so that a deferred run sees
+// the steps pushed after the defer.
+func (t *teardown) run() {
+	for i := len(*t) - 1; i >= 0; i-- {
+		(*t)[i]()
+	}
+}
+
+// checkStart checks that Run may start (first call, ctx not done, a root directory, an
+// existing mountpoint directory) and returns the flist's root.
+func (m *Mount) checkStart(ctx context.Context) (flist.Entry, error) {
+	if !m.started.CompareAndSwap(false, true) {
+		return flist.Entry{}, errors.New("mount: Run called twice")
+	}
+	if err := ctx.Err(); err != nil {
+		return flist.Entry{}, err
+	}
+	root, err := m.cfg.Flist.Get(ctx, flist.RootIno)
+	if err != nil {
+		return flist.Entry{}, fmt.Errorf("mount: root of the flist: %w", err)
+	}
+	if root.Type != flist.TypeDir {
+		return flist.Entry{}, fmt.Errorf("mount: %w: the root is not a directory", flist.ErrCorrupt)
+	}
+	if fi, err := os.Stat(m.cfg.Mountpoint); err != nil {
+		return flist.Entry{}, fmt.Errorf("mount: %w", err)
+	} else if !fi.IsDir() {
+		return flist.Entry{}, fmt.Errorf("mount: %s is not a directory", m.cfg.Mountpoint)
+	}
+	return root, nil
+}
+
+// overlayDirs are the upper and work directories of a writable mount's overlay.
+type overlayDirs struct{ upper, work string }
+
+// prepareDirs creates the directories of a writable mount: a private state directory
+// under WorkDir holding the lower directory (m.lowerDir, where the FUSE filesystem goes)
+// and, without UpperDir, the upper and work directories; with UpperDir, UpperDir (kept)
+// and a work directory next to it. What it creates but UpperDir is removed on undo.
+func (m *Mount) prepareDirs(undo *teardown) (overlayDirs, error) {
+	var d overlayDirs
+	state, err := os.MkdirTemp(m.cfg.WorkDir, "zosfs-mount-")
+	if err != nil {
+		return d, fmt.Errorf("mount: %w", err)
+	}
+	undo.push(func() { m.removeAll(state) })
+	m.lowerDir = filepath.Join(state, "lower")
+	if err := os.Mkdir(m.lowerDir, 0o700); err != nil {
+		return d, fmt.Errorf("mount: %w", err)
+	}
+	if m.cfg.UpperDir == "" {
+		d.upper, d.work = filepath.Join(state, "upper"), filepath.Join(state, "work")
+		if err := os.Mkdir(d.upper, 0o755); err != nil {
+			return d, fmt.Errorf("mount: %w", err)
+		}
+	} else {
+		d.upper = m.cfg.UpperDir
+		d.work = filepath.Join(filepath.Dir(d.upper), "."+filepath.Base(d.upper)+".zosfs-work")
+		if err := os.MkdirAll(d.upper, 0o755); err != nil {
+			return d, fmt.Errorf("mount: upper directory: %w", err)
+		}
+		undo.push(func() { m.removeAll(d.work) })
+	}
+	// overlayfs itself clears what a killed mount may have left in it.
+	if err := os.MkdirAll(d.work, 0o700); err != nil {
+		return d, fmt.Errorf("mount: %w", err)
+	}
+	return d, nil
+}
+
+// lowerMount is the FUSE filesystem Run serves at m.lowerDir.
+type lowerMount struct {
+	// served is closed when the server stops: the kernel ended the connection.
+	served chan struct{}
+	// mounted is cleared when it was unmounted from outside: teardown leaves it.
+	mounted bool
+}
+
+// serveFUSE mounts the FUSE filesystem at m.lowerDir and serves it; undo unmounts it
+// unless it was unmounted from outside.
+func (m *Mount) serveFUSE(root flist.Entry, undo *teardown) (*lowerMount, error) {
+	server, err := m.mountFUSE(root)
+	if err != nil {
+		return nil, err
+	}
+	lower := &lowerMount{served: make(chan struct{}), mounted: true}
+	go func() {
+		server.Wait()
+		close(lower.served)
+	}()
+	undo.push(func() {
+		if lower.mounted {
+			m.unmountFUSE(lower.served)
+		}
+	})
+	return lower, nil
+}
+
+// mountOverlay mounts the overlay of a writable mount at the mountpoint, over the FUSE
+// filesystem at m.lowerDir; undo unmounts it.
+func (m *Mount) mountOverlay(d overlayDirs, undo *teardown) error {
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", m.lowerDir, d.upper, d.work)
+	if err := unix.Mount("overlay", m.cfg.Mountpoint, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount: overlay on %s (%s): %w", m.cfg.Mountpoint, opts, err)
+	}
+	undo.push(func() {
+		if err := unmountOne(m.cfg.Mountpoint); err != nil {
+			m.log.Error("unmounting the overlay", "err", err)
+		}
+	})
+	m.log.Info("mounted", "writable", true, "upper", d.upper, "lower", m.lowerDir)
+	return nil
+}
+
+// waitEnd waits for the end of the mount: ctx done (nil), or the FUSE filesystem or the
+// overlay unmounted from outside (ErrUnmountedExternally). The overlay is watched on
+// runCtx.
+func (m *Mount) waitEnd(ctx, runCtx context.Context, lower *lowerMount) error {
 	var overlayGone <-chan struct{}
 	if m.cfg.Writable {
 		overlayGone = watchUnmount(runCtx, m.cfg.Mountpoint)
@@ -389,8 +456,8 @@ func (m *Mount) Run(ctx context.Context) (err error) {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-served:
-		fuseMounted = false
+	case <-lower.served:
+		lower.mounted = false
 		m.log.Warn("the filesystem was unmounted from outside")
 		return ErrUnmountedExternally
 	case <-overlayGone:
