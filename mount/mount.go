@@ -500,32 +500,49 @@ func (m *Mount) mountFUSE(root flist.Entry) (*fuse.Server, error) {
 	diagLog := slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:      m.cfg.Name,
-			Name:        fsType,
+			// The mount's source, as mount(8) and df show it.
+			FsName: m.cfg.Name,
+			// The subtype: "fuse.zosfs" in the mount table, how Unmount recognizes
+			// its own lower mounts.
+			Name: fsType,
+			// mount(2) directly, as root: no fusermount needed.
 			DirectMount: true,
 			// Read-only, and no setuid or device nodes from an image fetched over the
 			// network.
 			DirectMountFlags: unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV,
-			Options:          []string{"ro", "default_permissions"},
-			AllowOther:       !m.cfg.OwnerOnly,
-			MaxWrite:         maxRead,
+			// "ro" shows the mount read-only in the mount table; default_permissions
+			// has the kernel check the entries' permission bits (there is no Access
+			// handler).
+			Options: []string{"ro", "default_permissions"},
+			// Every user may read the mount, unless Config.OwnerOnly.
+			AllowOther: !m.cfg.OwnerOnly,
+			// go-fuse derives max_read and max_pages from it: read requests of up to
+			// maxRead, fewer and larger for sequential readers.
+			MaxWrite: maxRead,
 			// flists carry no extended attributes: spare the round trips.
-			DisableXAttrs:        true,
+			DisableXAttrs: true,
+			// Symlink targets never change: the kernel may keep them.
 			EnableSymlinkCaching: true,
-			Debug:                m.cfg.Debug,
-			Logger:               traceLog,
+			// Every request traced to the mount's log (Config.Debug).
+			Debug:  m.cfg.Debug,
+			Logger: traceLog,
+			// A bug in a handler fails its operation with EIO, logged, instead of
+			// taking the daemon down.
 			PanicHandler: func(v any) fuse.Status {
 				m.log.Error("panic in a filesystem operation", "panic", fmt.Sprint(v))
 				return fuse.EIO
 			},
 		},
+		// Entries, attributes and failed lookups never change: cached for long.
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		// Modes are the flist's, even 0000.
 		NullPermissions: true,
-		RootStableAttr:  &fs.StableAttr{Ino: flist.RootIno},
-		Logger:          diagLog,
+		// The root has the flist's root inode number, stable across mounts.
+		RootStableAttr: &fs.StableAttr{Ino: flist.RootIno},
+		// go-fuse's diagnostics (what it cannot return as an error) as warnings.
+		Logger: diagLog,
 	}
 	server, err := fs.Mount(m.lowerDir, m.newNode(root), opts)
 	if err != nil {

@@ -341,7 +341,16 @@ func (n *node) Flush(ctx context.Context, _ fs.FileHandle) syscall.Errno { retur
 // totals are counted once (countTotals), started by the first statfs and run in the
 // background; until they are known statfs reports zero totals.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	m := n.m
+	n.m.totals(ctx, out)
+	out.Bsize, out.Frsize = attrBlksize, attrBlksize
+	out.NameLen = 255
+	out.Bfree, out.Bavail, out.Ffree = 0, 0, 0
+	return 0
+}
+
+// totals sets out to the flist's totals (countTotals, started on the first call) if they
+// are known within statfsWait; else it leaves out as it is.
+func (m *Mount) totals(ctx context.Context, out *fuse.StatfsOut) {
 	m.statfsOnce.Do(func() {
 		m.active.Add(1)
 		go m.countTotals()
@@ -354,10 +363,6 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
-	out.Bsize, out.Frsize = attrBlksize, attrBlksize
-	out.NameLen = 255
-	out.Bfree, out.Bavail, out.Ffree = 0, 0, 0
-	return 0
 }
 
 // countTotals counts the flist's entries and file bytes once for statfs: with one query
