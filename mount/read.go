@@ -55,8 +55,9 @@ var errBlockLength = fmt.Errorf("%w: block of unexpected length", flist.ErrBlock
 // in flight) while no read of theirs is in progress. The filesystem answers OPEN with
 // ENOSYS (see node.Open), so the kernel never says when a file is closed: a file's read
 // state lives until it is the least recently used of more than maxIdleReaders idle ones.
-// An idle reader holds at most keptBehind+keptExtra+1 blocks plus its read-ahead, which
-// PrefetchMemory caps for the whole mount.
+// An idle reader holds at most the blocks of its last read, keptBehind before them and
+// keptExtra others, plus its read-ahead window, which PrefetchMemory caps for the whole
+// mount.
 const maxIdleReaders = 16
 
 // fileReader is the read state of one file, shared by everyone reading it. It fetches the
@@ -66,8 +67,8 @@ const maxIdleReaders = 16
 type fileReader struct {
 	m      *Mount
 	e      flist.Entry
-	blocks []flist.Block // exactly the blocks e.Size needs
-	ctx    context.Context
+	blocks []flist.Block   // exactly the blocks e.Size needs
+	ctx    context.Context // of read-ahead; bounds every fetch; ends with stop or the mount
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
@@ -77,7 +78,7 @@ type fileReader struct {
 	seqRun   int                 // sequential reads in a row, this one included
 	inflight int                 // read-ahead fetches in flight
 	failed   map[int64]time.Time // blocks whose read failed with EIO, and when
-	released bool
+	released bool                // stopped: no fetch starts any more
 
 	// Guarded by the mount's readers.mu.
 	users   int    // reads in progress
@@ -145,8 +146,8 @@ func (t *readers) evictLocked() {
 // fetch is one block being fetched, or fetched.
 type fetch struct {
 	idx     int64
-	ahead   bool // started by read-ahead, not by a read that needs it
-	charged int64
+	ahead   bool  // started by read-ahead, not by a read that needs it
+	charged int64 // bytes counted in the mount's prefetchBytes until dropped
 	done    chan struct{}
 	data    []byte // valid once done is closed and err is nil
 	err     error
