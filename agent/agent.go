@@ -6,7 +6,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,15 +14,12 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/cache"
-	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
 	"github.com/zosfs/zosfs-agent/metrics"
+	"github.com/zosfs/zosfs-agent/mount"
 	"github.com/zosfs/zosfs-agent/p2p"
-	"github.com/zosfs/zosfs-agent/store"
 )
 
 // Config configures the daemon. The zero value works: defaults are in the field comments.
@@ -68,10 +64,16 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultDataDir      = "/var/lib/zosfs"
-	defaultFetchTimeout = 20 * time.Second
-	defaultReadTimeout  = 60 * time.Second
-	defaultPeerTimeout  = 3 * time.Second
+	DefaultDataDir = "/var/lib/zosfs"
+	// DefaultFetchTimeout bounds one attempt at a block from a hub: a 512 KiB block over
+	// a thin link of 256 kbit/s takes 16 s.
+	DefaultFetchTimeout = 20 * time.Second
+	// DefaultReadTimeout is the mount's: past it a read fails with EIO.
+	DefaultReadTimeout = mount.DefaultReadTimeout
+	// DefaultPeerTimeout is how long neighbours get before the hubs are asked: a LAN
+	// round trip and a disk read are far below it, a neighbour that is slower than
+	// that is no better than the hub.
+	DefaultPeerTimeout = 3 * time.Second
 	// pullParallel is how many blocks a pull fetches at once.
 	pullParallel = 16
 )
@@ -84,13 +86,13 @@ func (c Config) withDefaults() Config {
 		c.APISocket = api.DefaultSocket
 	}
 	if c.FetchTimeout <= 0 {
-		c.FetchTimeout = defaultFetchTimeout
+		c.FetchTimeout = DefaultFetchTimeout
 	}
 	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = defaultReadTimeout
+		c.ReadTimeout = DefaultReadTimeout
 	}
 	if c.PeerTimeout <= 0 {
-		c.PeerTimeout = defaultPeerTimeout
+		c.PeerTimeout = DefaultPeerTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -309,51 +311,4 @@ func (d *Daemon) Mount(ctx context.Context, req api.MountRequest) (api.Mount, er
 // Unmount implements api.Backend.
 func (d *Daemon) Unmount(ctx context.Context, mountpoint string) error {
 	return d.mounts.unmount(ctx, mountpoint)
-}
-
-// hubSource reads blocks from a hub.
-type hubSource struct{ h *hub.Client }
-
-func (s hubSource) Get(ctx context.Context, id []byte) ([]byte, error) { return s.h.GetBlock(ctx, id) }
-func (s hubSource) String() string                                     { return s.h.String() }
-
-// VerifiesBlocks implements selfVerifying: hub.Client.GetBlock verifies.
-func (hubSource) VerifiesBlocks() bool { return true }
-
-// rateLimited bounds the bytes per second all of sources deliver together: one token
-// bucket for the uplink, with room for one block at a time.
-func rateLimited(sources []Source, bytesPerSecond int64) []Source {
-	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), flist.MaxBlockStored)
-	out := make([]Source, len(sources))
-	for i, src := range sources {
-		out[i] = limitedSource{src, lim}
-	}
-	return out
-}
-
-// limitedSource is a Source whose deliveries wait for a shared rate limiter.
-type limitedSource struct {
-	src Source
-	lim *rate.Limiter
-}
-
-func (s limitedSource) Get(ctx context.Context, id []byte) ([]byte, error) {
-	data, err := s.src.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.lim.WaitN(ctx, len(data)); err != nil {
-		return nil, err
-	}
-	return data, nil
-}
-
-func (s limitedSource) String() string       { return fmt.Sprint(s.src) }
-func (s limitedSource) VerifiesBlocks() bool { return verifies(s.src) }
-
-// isNotFound reports whether err says a source does not have a block (as opposed to
-// failing to answer).
-func isNotFound(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) ||
-		errors.Is(err, cache.ErrNotFound) || errors.Is(err, p2p.ErrNotFound)
 }

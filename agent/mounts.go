@@ -15,7 +15,6 @@ import (
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/mount"
-	"github.com/zosfs/zosfs-agent/store"
 )
 
 // mountManager runs the daemon's FUSE mounts and remembers them in a state file, so a
@@ -36,9 +35,8 @@ type activeMount struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the mount's Run has returned
 	fl     flist.Flist
-	routes *store.Router
-	// routesDone ends the use of routes by the resolver's fetches for neighbours.
-	routesDone func()
+	// closeRoutes ends the use of the flist's routes (see openRoutes).
+	closeRoutes func()
 }
 
 func newMountManager(d *Daemon, state string) *mountManager {
@@ -112,13 +110,11 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 		return err
 	}
 	getter := flistGetter{r: m.d.resolver}
-	var routes *store.Router
-	if rs, err := fl.Routes(ctx); err == nil && len(rs) > 0 {
-		if routes, err = store.NewRouter(ctx, rs); err != nil {
-			m.d.log.Warn("the flist's routes cannot be used; reading from the hubs only", "cid", info.CID, "err", err)
-		} else {
-			getter.routes = []Source{routes}
-		}
+	routes, closeRoutes, err := m.d.openRoutes(ctx, fl)
+	if err != nil {
+		m.d.log.Warn("the flist's routes cannot be used; reading from the hubs only", "cid", info.CID, "err", err)
+	} else if routes != nil {
+		getter.routes = []Source{routes}
 	}
 	mnt, err := mount.New(mount.Config{
 		Flist:       fl,
@@ -131,15 +127,10 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 	})
 	if err != nil {
 		fl.Close()
-		if routes != nil {
-			routes.Close()
-		}
+		closeRoutes()
 		return err
 	}
-	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, routes: routes}
-	if routes != nil {
-		a.routesDone = m.d.resolver.useRoutes(routes)
-	}
+	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, closeRoutes: closeRoutes}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	runErr := make(chan error, 1)
@@ -170,12 +161,7 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 
 func (a *activeMount) close() {
 	a.fl.Close()
-	if a.routesDone != nil {
-		a.routesDone()
-	}
-	if a.routes != nil {
-		a.routes.Close()
-	}
+	a.closeRoutes()
 }
 
 // stop unmounts one mount and waits for it.

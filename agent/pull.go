@@ -14,7 +14,6 @@ import (
 	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/internal/units"
-	"github.com/zosfs/zosfs-agent/store"
 )
 
 // pullProgressEvery is how often a pull reports progress.
@@ -34,7 +33,7 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 		return api.PullProgress{}, err
 	}
 	defer fl.Close()
-	blocks, err := distinctBlocks(ctx, fl)
+	blocks, err := flist.DistinctBlocks(ctx, fl)
 	if err != nil {
 		return api.PullProgress{}, err
 	}
@@ -46,13 +45,13 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 		return api.PullProgress{}, err
 	}
 	var extra []Source
-	if rs, err := fl.Routes(ctx); err == nil && len(rs) > 0 {
-		if router, err := store.NewRouter(ctx, rs); err == nil {
-			defer router.Close()
-			defer d.resolver.useRoutes(router)()
-			extra = append(extra, router)
-		}
+	routes, closeRoutes, err := d.openRoutes(ctx, fl)
+	if err != nil {
+		d.log.Warn("the flist's routes cannot be used; pulling from the hubs only", "cid", c.String(), "err", err)
+	} else if routes != nil {
+		extra = append(extra, routes)
 	}
+	defer closeRoutes()
 
 	var done, fetchedBytes atomic.Int64
 	snapshot := func() api.PullProgress {
@@ -120,26 +119,3 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 
 // errNotKept: a pull fetched a block that the cache, full of pinned blocks, refused.
 var errNotKept = fmt.Errorf("the cache cannot keep the flist: %w", cache.ErrFull)
-
-// distinctBlocks lists every distinct block of an flist's files.
-func distinctBlocks(ctx context.Context, fl flist.Flist) ([]flist.Block, error) {
-	seen := map[string]bool{}
-	var out []flist.Block
-	err := flist.Walk(ctx, fl, func(_ string, e flist.Entry) error {
-		if e.Type != flist.TypeFile || e.NBlocks == 0 {
-			return nil
-		}
-		blocks, err := fl.Blocks(ctx, e.Ino)
-		if err != nil {
-			return err
-		}
-		for _, b := range blocks {
-			if !seen[string(b.ID)] {
-				seen[string(b.ID)] = true
-				out = append(out, b)
-			}
-		}
-		return nil
-	})
-	return out, err
-}

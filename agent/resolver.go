@@ -11,12 +11,17 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/flight"
+	"github.com/zosfs/zosfs-agent/internal/lru"
 	"github.com/zosfs/zosfs-agent/metrics"
 )
 
-// Source gives the stored (encrypted) bytes of a block by id. The cache, the hub client
-// and store routers are Sources; decorators (rateLimited) wrap them.
+// Source gives the stored (encrypted) bytes of a block by id, verified against the id
+// (see sources.go: the hub client verifies, stores are wrapped in verified). The cache,
+// the hubs and the flists' routes are Sources; decorators (verified, rateLimited) wrap
+// them.
 type Source interface {
 	Get(ctx context.Context, id []byte) ([]byte, error)
 }
@@ -42,16 +47,6 @@ type Neighbours interface {
 	Get(ctx context.Context, id []byte) ([]byte, error)
 	Fetcher(id []byte) (peer.ID, bool)
 	FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error)
-}
-
-// selfVerifying is a Source that may verify its blocks against their ids before it
-// returns them (the hub client does): the resolver does not hash them again.
-type selfVerifying interface{ VerifiesBlocks() bool }
-
-// verifies reports whether src verifies the blocks it returns.
-func verifies(src Source) bool {
-	v, ok := src.(selfVerifying)
-	return ok && v.VerifiesBlocks()
 }
 
 // Tuning of the fetch path.
@@ -104,8 +99,8 @@ type ResolverConfig struct {
 type Resolver struct {
 	cfg      ResolverConfig
 	log      *slog.Logger
-	decoded  *lru
-	inflight singleflight
+	decoded  *lru.Cache[string, []byte]
+	inflight flight.Group[[]byte]
 	// waiting counts the node's own reads waiting for a block from outside (Busy).
 	waiting atomic.Int64
 
@@ -156,7 +151,7 @@ func (r *Resolver) announceFetching() {
 
 // NewResolver returns a resolver built on cfg.
 func NewResolver(cfg ResolverConfig) *Resolver {
-	return &Resolver{cfg: cfg, log: cfg.Log, decoded: newLRU(decodedCacheBlocks)}
+	return &Resolver{cfg: cfg, log: cfg.Log, decoded: lru.New[string, []byte](decodedCacheBlocks)}
 }
 
 // Fetch returns the stored bytes of block id: from the cache, or fetched (once, however
@@ -169,8 +164,9 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 	}
 	r.waiting.Add(1)
 	defer r.waiting.Add(-1)
-	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
-		return r.fetchMissing(ctx, id, extra, true)
+	remote := append(append([]Source{}, r.cfg.Remote...), extra...)
+	return r.inflight.Do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+		return r.fetchMissing(ctx, id, remote, true)
 	})
 }
 
@@ -197,8 +193,8 @@ func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) 
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("block %x: %w: no hub and no flist's routes", id, errNotFetcher)
 	}
-	return r.inflight.do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
-		return r.fetchMissing(ctx, id, sources[len(r.cfg.Remote):], false)
+	return r.inflight.Do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+		return r.fetchMissing(ctx, id, sources, false)
 	})
 }
 
@@ -207,7 +203,7 @@ var errNotFetcher = errors.New("not fetching for a neighbour")
 // fetchMissing is the fetch shared by the readers of a block missing from the cache:
 // the neighbours that have it, then (for the node's own reads) the block's designated
 // fetcher, then the remote sources. What it gets is cached.
-func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, own bool) ([]byte, error) {
+func (r *Resolver) fetchMissing(ctx context.Context, id []byte, remote []Source, own bool) ([]byte, error) {
 	if data, err := r.cfg.Cache.Get(ctx, id); err == nil { // filled while we waited
 		return data, nil
 	}
@@ -221,7 +217,7 @@ func (r *Resolver) fetchMissing(ctx context.Context, id []byte, extra []Source, 
 	if err == nil {
 		r.cfg.Stats.Peers.Add(int64(len(data)))
 	} else {
-		if data, err = r.fetchRemote(ctx, id, extra); err != nil {
+		if data, err = r.fetchRemote(ctx, id, remote); err != nil {
 			return nil, err
 		}
 		source = "hub"
@@ -270,9 +266,8 @@ func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
 
 var errNoPeers = errors.New("no peer network")
 
-// fetchRemote tries every remote source, in random order, up to fetchAttempts rounds.
-func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) ([]byte, error) {
-	sources := append(append([]Source{}, r.cfg.Remote...), extra...)
+// fetchRemote tries every one of sources, in random order, up to fetchAttempts rounds.
+func (r *Resolver) fetchRemote(ctx context.Context, id []byte, sources []Source) ([]byte, error) {
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("block %x: no hub or store to fetch it from", id)
 	}
@@ -312,24 +307,13 @@ func (r *Resolver) fetchRemote(ctx context.Context, id []byte, extra []Source) (
 func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	data, err := src.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if verifies(src) {
-		return data, nil
-	}
-	if err := flist.VerifyBlock(id, data); err != nil {
-		r.log.Warn("a source sent a wrong block", "source", fmt.Sprint(src), "err", err)
-		return nil, err
-	}
-	return data, nil
+	return src.Get(ctx, id)
 }
 
 // GetBlock returns the plain content of block b (mount.BlockGetter), decoding through the
 // in-memory LRU so that repeated reads of a block decode it once.
 func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source) ([]byte, error) {
-	if plain, ok := r.decoded.get(string(b.ID)); ok {
+	if plain, ok := r.decoded.Get(string(b.ID)); ok {
 		return plain, nil
 	}
 	data, err := r.Fetch(ctx, b.ID, extra...)
@@ -340,7 +324,7 @@ func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source)
 	if err != nil {
 		return nil, err
 	}
-	r.decoded.add(string(b.ID), plain)
+	r.decoded.Add(string(b.ID), plain)
 	return plain, nil
 }
 
@@ -353,119 +337,4 @@ type flistGetter struct {
 
 func (g flistGetter) GetBlock(ctx context.Context, b flist.Block) ([]byte, error) {
 	return g.r.GetBlock(ctx, b, g.routes...)
-}
-
-// singleflight shares one fetch among concurrent callers for the same key. The fetch
-// runs on its own context, cancelled only when every caller has gone, so that one
-// interrupted reader does not fail the others.
-type singleflight struct {
-	mu    sync.Mutex
-	calls map[string]*call
-}
-
-type call struct {
-	done    chan struct{}
-	data    []byte
-	err     error
-	waiters int
-	cancel  context.CancelFunc
-}
-
-func (s *singleflight) do(ctx context.Context, key string, fn func(context.Context) ([]byte, error)) ([]byte, error) {
-	s.mu.Lock()
-	if s.calls == nil {
-		s.calls = map[string]*call{}
-	}
-	c, ok := s.calls[key]
-	if !ok {
-		var fctx context.Context
-		var cancel context.CancelFunc
-		if dl, ok := ctx.Deadline(); ok {
-			fctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
-		} else {
-			fctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-		}
-		c = &call{done: make(chan struct{}), cancel: cancel}
-		s.calls[key] = c
-		go func() {
-			c.data, c.err = fn(fctx)
-			cancel()
-			s.mu.Lock()
-			delete(s.calls, key)
-			s.mu.Unlock()
-			close(c.done)
-		}()
-	}
-	c.waiters++
-	s.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.data, c.err
-	case <-ctx.Done():
-		s.mu.Lock()
-		c.waiters--
-		if c.waiters == 0 {
-			c.cancel()
-		}
-		s.mu.Unlock()
-		return nil, ctx.Err()
-	}
-}
-
-// lru is a small map + list LRU of decoded blocks.
-type lru struct {
-	mu    sync.Mutex
-	max   int
-	items map[string]*lruItem
-	head  lruItem // sentinel: head.next is the most recent
-}
-
-type lruItem struct {
-	key        string
-	val        []byte
-	prev, next *lruItem
-}
-
-func newLRU(max int) *lru {
-	l := &lru{max: max, items: map[string]*lruItem{}}
-	l.head.next, l.head.prev = &l.head, &l.head
-	return l
-}
-
-func (l *lru) get(key string) ([]byte, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	it, ok := l.items[key]
-	if !ok {
-		return nil, false
-	}
-	l.unlink(it)
-	l.pushFront(it)
-	return it.val, true
-}
-
-func (l *lru) add(key string, val []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if it, ok := l.items[key]; ok {
-		l.unlink(it)
-		l.pushFront(it)
-		return
-	}
-	it := &lruItem{key: key, val: val}
-	l.items[key] = it
-	l.pushFront(it)
-	for len(l.items) > l.max {
-		last := l.head.prev
-		l.unlink(last)
-		delete(l.items, last.key)
-	}
-}
-
-func (l *lru) unlink(it *lruItem) { it.prev.next, it.next.prev = it.next, it.prev }
-
-func (l *lru) pushFront(it *lruItem) {
-	it.prev, it.next = &l.head, l.head.next
-	l.head.next.prev = it
-	l.head.next = it
 }

@@ -104,30 +104,6 @@ func TestResolverSharesOneFetch(t *testing.T) {
 	}
 }
 
-// TestResolverRejectsWrongBlocks: a source that sends wrong bytes is skipped; the block
-// comes from another source, and wrong bytes are never cached.
-func TestResolverRejectsWrongBlocks(t *testing.T) {
-	b, data := flist.EncodeBlock([]byte("the real block"))
-	_, other := flist.EncodeBlock([]byte("something else"))
-	bad := &fakeSource{fn: func([]byte) ([]byte, error) { return other, nil }}
-	good := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
-	r, c, _ := newTestResolver(ResolverConfig{}, bad, good)
-	for range 5 { // random order: the bad one is met first some of the time
-		c.blocks = map[string][]byte{}
-		got, err := r.Fetch(t.Context(), b.ID)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("fetch = %v", err)
-		}
-	}
-	r2, c2, _ := newTestResolver(ResolverConfig{}, bad)
-	if _, err := r2.Fetch(t.Context(), b.ID); !errors.Is(err, flist.ErrBlockCorrupt) {
-		t.Errorf("only a bad source: err = %v, want ErrBlockCorrupt", err)
-	}
-	if len(c2.blocks) != 0 {
-		t.Error("a wrong block was cached")
-	}
-}
-
 // TestResolverRetries: a source that fails once then works is retried; one that says
 // "not found" is not retried; one that hangs is cut by the fetch timeout.
 func TestResolverRetries(t *testing.T) {
