@@ -53,6 +53,30 @@ func Walk(ctx context.Context, f Flist, fn func(p string, e Entry) error) error 
 	return nil
 }
 
+// DistinctBlocks lists every distinct block of f's files, in walk order: what a pull
+// fetches and a push uploads.
+func DistinctBlocks(ctx context.Context, f Flist) ([]Block, error) {
+	seen := map[string]bool{}
+	var out []Block
+	err := Walk(ctx, f, func(_ string, e Entry) error {
+		if e.Type != TypeFile { // not NBlocks: a reader may leave it 0
+			return nil
+		}
+		blocks, err := f.Blocks(ctx, e.Ino)
+		if err != nil {
+			return err
+		}
+		for _, b := range blocks {
+			if !seen[string(b.ID)] {
+				seen[string(b.ID)] = true
+				out = append(out, b)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // WriteManifest writes the canonical TSV listing of f: one line per entry, sorted by the
 // raw path in byte order, with the columns of the fixtures' golden files (type, path,
 // permission bits, uid, gid, size, mtime, block count, first block, target or device).

@@ -8,21 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
 	"github.com/zosfs/zosfs-agent/internal/units"
 	"github.com/zosfs/zosfs-agent/store"
 )
-
-// pushWorkers is how many blocks push uploads at once: enough to fill a link with some
-// latency, few enough not to swamp a thin one.
-const pushWorkers = 4
 
 // tokenEnv names the environment variable push reads the hub token from when no
 // --token-file is given.
@@ -207,62 +201,26 @@ func pushBlocks(ctx context.Context, client *hub.Client, path string, stores []s
 		return "", err
 	}
 	defer f.Close()
-	var ids [][]byte
-	seen := map[string]bool{}
-	err = flist.Walk(ctx, f, func(_ string, e flist.Entry) error {
-		if e.Type != flist.TypeFile {
-			return nil
-		}
-		blocks, err := f.Blocks(ctx, e.Ino)
-		if err != nil {
-			return err
-		}
-		for _, b := range blocks {
-			if !seen[string(b.ID)] {
-				seen[string(b.ID)] = true
-				ids = append(ids, b.ID)
-			}
-		}
-		return nil
-	})
+	progress.Update("asking the hub which blocks it lacks")
+	missing, distinct, err := client.MissingBlocks(ctx, f)
 	if err != nil {
 		return "", err
 	}
-	progress.Update("asking the hub which of %d blocks it lacks", len(ids))
-	missing, err := client.Missing(ctx, ids)
-	if err != nil {
-		return "", err
-	}
-	var done, sent atomic.Int64
+	var done int
+	var sent int64
 	if len(missing) > 0 {
 		src, err := readRouter(ctx, f, stores, nil)
 		if err != nil {
 			return "", err
 		}
 		defer src.Close()
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(pushWorkers)
-		for _, id := range missing {
-			g.Go(func() error {
-				data, err := src.Get(gctx, id)
-				if err != nil {
-					return err
-				}
-				if err := flist.VerifyBlock(id, data); err != nil {
-					return fmt.Errorf("%s: %w", src, err)
-				}
-				if err := client.PutBlock(gctx, id, data); err != nil {
-					return err
-				}
-				n, b := done.Add(1), sent.Add(int64(len(data)))
-				progress.Update("uploading blocks: %d of %d (%s)", n, len(missing), units.Bytes(b))
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		done, sent, err = client.PushBlocks(ctx, missing, src, func(n int, b int64) {
+			progress.Update("uploading blocks: %d of %d (%s)", n, len(missing), units.Bytes(b))
+		})
+		if err != nil {
 			return "", err
 		}
 	}
 	return fmt.Sprintf("%d distinct blocks, %d missing on the hub, %d blocks uploaded (%s)",
-		len(ids), len(missing), done.Load(), units.Bytes(sent.Load())), nil
+		distinct, len(missing), done, units.Bytes(sent)), nil
 }
