@@ -31,7 +31,16 @@
 // memory and persisted in batches and on Close). Blocks of pulled flists are pinned by an
 // owner (the flist's CID): pinned blocks are never evicted, pins may name blocks not yet
 // cached (they are pinned as they arrive), and pins persist across restarts. When only
-// pinned blocks are left to evict, Put fails with ErrFull.
+// pinned blocks are left to evict, Put fails with ErrFull. With no Config.MaxBytes, the
+// bound is taken from the disk at Open (80 % of its free space plus the cache's bytes).
+//
+// Disk space. A full data disk must not take the node down. Put keeps Config.MinFree
+// free on the cache's filesystem (statfs, measured at most every second or every 256
+// Puts, the cache's own writes counted in between), evicting unpinned blocks for it, and
+// fails with ErrDiskFull (an ErrFull) when it cannot, as it does when a write finds no
+// space. When the disk is too full at Open for the index to be written, the cache opens
+// read-only: it serves the blocks it holds, and Put, Pin and Unpin fail with ErrReadOnly
+// (an ErrFull) until it is opened again with room.
 //
 // A Cache is safe for concurrent use. It has the methods of a store.Store (Get, Has, Put,
 // String, Close), but its errors wrap this package's sentinels (ErrNotFound, ErrFull,
@@ -62,7 +71,7 @@ var (
 	// verification and has just been dropped): fetch it elsewhere.
 	ErrNotFound = errors.New("block not in cache")
 	// ErrFull: a block does not fit under Config.MaxBytes even after evicting every
-	// unpinned block.
+	// unpinned block. ErrDiskFull and ErrReadOnly wrap it.
 	ErrFull = errors.New("cache full of pinned blocks")
 	// ErrClosed: the cache has been closed.
 	ErrClosed = errors.New("cache closed")
@@ -86,9 +95,19 @@ const (
 type Config struct {
 	// Dir is the cache's directory, created if missing. Required.
 	Dir string
-	// MaxBytes bounds the total size of the cached blocks, in bytes; 0 (or less) means
-	// no bound. Pinned blocks count towards it but are never evicted.
+	// MaxBytes bounds the total size of the cached blocks, in bytes. Pinned blocks count
+	// towards it but are never evicted. 0 means a bound taken from the disk at Open: 80 %
+	// of the free space of the cache's filesystem plus what the cache already holds (so
+	// that a cache alone on its disk does not fill it); Stats().Max reports it. A negative
+	// value means no bound (MinFree still applies).
 	MaxBytes int64
+	// MinFree is the free space, in bytes, that Put leaves on the cache's filesystem: a
+	// Put that would take the free space below it first evicts least recently used
+	// unpinned blocks, and fails with ErrDiskFull (which wraps ErrFull) when that cannot
+	// be enough. The free space is measured (statfs) at most every second or every 256
+	// Puts, the cache's own writes and evictions being counted in between. 0 means the
+	// smaller of 1 GiB and 5 % of the filesystem; a negative value turns the reserve off.
+	MinFree int64
 	// NoVerifyOnRead skips hashing a block's bytes on Get (the size is still checked).
 	// By default Get verifies a block against its id at its first read since the cache
 	// was opened — about 0.5 ms per 512 KiB block — because nothing else catches a block
@@ -120,10 +139,13 @@ type Config struct {
 // Stats is a snapshot of the cache's use.
 type Stats struct {
 	Bytes        int64 // total size of the cached blocks
-	Max          int64 // Config.MaxBytes; 0 means no bound
+	Max          int64 // the bound in force (Config.MaxBytes or the one taken from the disk); 0 means no bound
 	Blocks       int64 // number of cached blocks
 	Pinned       int64 // bytes of the cached blocks that are pinned
 	PinnedBlocks int64 // number of cached blocks that are pinned
+	MinFree      int64 // the free-space reserve in force (Config.MinFree or its default); 0 means none
+	DiskFree     int64 // bytes available on the cache's filesystem (measured at most statfsEvery ago, plus the cache's own changes since)
+	ReadOnly     bool  // the disk was full at Open: the cache serves what it holds and stores nothing (ErrReadOnly)
 }
 
 // Cache is a verified block cache on local disk; see the package documentation.
@@ -135,6 +157,9 @@ type Cache struct {
 	db        *leveldb.DB
 	verify    func(id, data []byte) error
 	dirMade   [256]atomic.Bool // blocks/<hh> directories known to exist, by id[0]
+	readOnly  bool             // the index was opened read-only (the disk was full): see ErrReadOnly
+	maxBytes  int64            // the quota in force (see Config.MaxBytes); 0: none
+	minFree   int64            // the free-space reserve in force (see Config.MinFree); 0: none
 
 	pinMu sync.Mutex // serialises Pin and Unpin (index check-then-write, then memory)
 
@@ -155,6 +180,7 @@ type Cache struct {
 	flushing bool                     // a goroutine is writing a batch of dirty
 	events   []event                  // hook calls not yet made
 	draining bool                     // a goroutine is making the hook calls
+	disk     diskSpace                // the filesystem's free space
 }
 
 // entry is a cached block.
@@ -297,9 +323,13 @@ func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
 		return err
 	}
 	defer c.ops.Done()
+	if c.readOnly {
+		return fmt.Errorf("cache: put %x: %w", id, ErrReadOnly)
+	}
 	if err := c.checkBlock(id, data, verify); err != nil {
 		return fmt.Errorf("cache: put %x: %w", id, err)
 	}
+	c.refreshFree(true)
 	r, err := c.reserve(ctx, string(id), int64(len(data)))
 	if err != nil {
 		return fmt.Errorf("cache: put %x: %w", id, err)
@@ -310,7 +340,7 @@ func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
 	// The victims' files go before ours is written: the disk never holds more than
 	// MaxBytes of blocks (but for files still open by readers).
 	c.forget(r.victims)
-	err = c.writeBlock(id, data, r.seq)
+	err = c.diskError(c.writeBlock(id, data, r.seq))
 	c.settle(r, err)
 	if err != nil {
 		return fmt.Errorf("cache: put %x: %w", id, err)
@@ -401,6 +431,7 @@ func (c *Cache) settle(r *reservation, err error) {
 		e := &entry{id: r.key, size: r.size, seq: r.seq, idx: -1, verified: true}
 		c.entries[r.key] = e
 		c.bytes += r.size
+		c.disk.delta += r.size
 		if c.pins[r.key] == 0 {
 			c.lruPush(e)
 		}
@@ -412,25 +443,32 @@ func (c *Cache) settle(r *reservation, err error) {
 	}
 }
 
-// makeRoomLocked makes room for size more bytes under MaxBytes. It returns the blocks it
-// detached (the caller must forget them), or a channel to wait on when blocks being
-// written will be evictable once written, or an error wrapping ErrFull when evicting
-// every unpinned block would not be enough (then it detaches nothing).
+// makeRoomLocked makes room for size more bytes under MaxBytes and above MinFree. It
+// returns the blocks it detached (the caller must forget them), or a channel to wait on
+// when blocks being written will be evictable once written, or an error wrapping ErrFull
+// (ErrDiskFull when it is the disk that lacks room) when evicting every unpinned block
+// would not be enough (then it detaches nothing).
 func (c *Cache) makeRoomLocked(size int64) ([]*entry, chan struct{}, error) {
-	limit := c.cfg.MaxBytes
-	if limit <= 0 {
-		return nil, nil, nil
-	}
-	if size > limit {
+	limit := c.maxBytes
+	if limit > 0 && size > limit {
 		return nil, nil, fmt.Errorf("%w: block of %d bytes is larger than the cache (%d)", ErrFull, size, limit)
 	}
-	over := c.bytes + c.reserved + size - limit
+	var over int64 // bytes of blocks to evict
+	if limit > 0 {
+		over = c.bytes + c.reserved + size - limit
+	}
+	diskOver := c.diskOverLocked(size)
+	over = max(over, diskOver)
 	if over <= 0 {
 		return nil, nil, nil
 	}
 	if over > c.lruBytes {
 		if over <= c.lruBytes+c.reserved {
 			return nil, c.space, nil
+		}
+		if over == diskOver {
+			return nil, nil, fmt.Errorf("%w: %d bytes free on the cache's filesystem, %d to keep free (MinFree), %d bytes cached, %d of them pinned",
+				ErrDiskFull, c.freeLocked(), c.minFree, c.bytes, c.bytes-c.lruBytes)
 		}
 		return nil, nil, fmt.Errorf("%w: %d bytes cached, %d of them pinned, max %d", ErrFull, c.bytes, c.bytes-c.lruBytes, limit)
 	}
@@ -457,6 +495,7 @@ func (c *Cache) detachLocked(e *entry) {
 		c.lruRemove(e)
 	}
 	c.bytes -= e.size
+	c.disk.delta -= e.size // counted as free already: forget removes the file
 	delete(c.dirty, e.id)
 	c.busy[e.id] = make(chan struct{})
 }
@@ -484,13 +523,15 @@ func (c *Cache) forget(victims []*entry) {
 // removeBlocks deletes blocks' index records, then their files. A failure is logged: a
 // record without its file, or a file without its record, is cleaned up by the next Open.
 func (c *Cache) removeBlocks(victims []*entry) {
-	b := new(leveldb.Batch)
-	for _, e := range victims {
-		b.Delete(blockKey([]byte(e.id)))
-		b.Delete(recencyKey([]byte(e.id)))
-	}
-	if err := c.db.Write(b, nil); err != nil {
-		c.log.Warn("removing blocks from the index", "blocks", len(victims), "err", err)
+	if !c.readOnly { // else the records stay: the next Open drops those whose file is missing
+		b := new(leveldb.Batch)
+		for _, e := range victims {
+			b.Delete(blockKey([]byte(e.id)))
+			b.Delete(recencyKey([]byte(e.id)))
+		}
+		if err := c.db.Write(b, nil); err != nil {
+			c.log.Warn("removing blocks from the index", "blocks", len(victims), "err", err)
+		}
 	}
 	for _, e := range victims {
 		if err := os.Remove(c.path([]byte(e.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -520,7 +561,9 @@ func (c *Cache) touchLocked(e *entry) {
 	if e.idx >= 0 {
 		c.lruFix(e)
 	}
-	c.dirty[e.id] = e.seq
+	if !c.readOnly { // a read-only index keeps the recency it had
+		c.dirty[e.id] = e.seq
+	}
 }
 
 // takeDirtyLocked hands over the access sequences to persist, when there are enough of
@@ -600,14 +643,18 @@ func (c *Cache) drain() {
 
 // Stats returns the cache's current use.
 func (c *Cache) Stats() Stats {
+	c.refreshFree(false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{
 		Bytes:        c.bytes,
-		Max:          max(c.cfg.MaxBytes, 0),
+		Max:          c.maxBytes,
 		Blocks:       int64(len(c.entries)),
 		Pinned:       c.bytes - c.lruBytes,
 		PinnedBlocks: int64(len(c.entries) - len(c.lru)),
+		MinFree:      c.minFree,
+		DiskFree:     max(c.freeLocked(), 0),
+		ReadOnly:     c.readOnly,
 	}
 }
 

@@ -6,3 +6,11 @@ func WithVerifier(cfg Config, verify func(id, data []byte) error) Config {
 	cfg.verify = verify
 	return cfg
 }
+
+// ExpireDiskFree makes the next Put of c measure the free space of its filesystem, as
+// if statfsEvery had passed: for tests that change the free space behind its back.
+func ExpireDiskFree(c *Cache) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireFreeLocked()
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 
 	"github.com/zosfs/zosfs-agent/flist"
 )
@@ -75,7 +76,35 @@ func decodeUint(b []byte) (uint64, bool) {
 // index lists has a file of the recorded size, and nothing else is in blocks/. If the
 // blocks exceed cfg.MaxBytes (it was lowered), the least recently used unpinned ones are
 // evicted. Open starts no goroutine. Only one process may have a cache open at a time.
+//
+// When the disk is too full for the index to be written (goleveldb writes at open: a new
+// journal and manifest, and the last run's journal flushed to a table), Open opens the
+// cache read-only, with a warning, so that the node still serves the blocks it holds:
+// Stats().ReadOnly is then set, and Put, Pin and Unpin fail with ErrReadOnly.
 func Open(cfg Config) (*Cache, error) {
+	c, err := newCache(cfg)
+	if err != nil {
+		return nil, err
+	}
+	err = c.open(false)
+	if !errors.Is(err, syscall.ENOSPC) {
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	c.log.Warn("the disk is full: opening the cache read-only; it serves the blocks it holds but stores none until it is opened again with free space on the disk", "err", err)
+	if c, err = newCache(cfg); err == nil { // afresh: the failed open left state in memory
+		err = c.open(true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (opening read-only because the disk is full)", err)
+	}
+	return c, nil
+}
+
+// newCache makes the in-memory Cache for cfg, holding no block yet.
+func newCache(cfg Config) (*Cache, error) {
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("cache: no directory")
 	}
@@ -103,27 +132,39 @@ func Open(cfg Config) (*Cache, error) {
 	if c.verify == nil {
 		c.verify = flist.VerifyBlock
 	}
-	if err := os.MkdirAll(c.blocksDir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
-	if c.db, err = c.openIndex(filepath.Join(dir, "index")); err != nil {
-		return nil, fmt.Errorf("%s: index: %w", c, err)
-	}
-	if err := c.load(); err != nil {
-		c.db.Close()
-		return nil, fmt.Errorf("%s: %w", c, err)
-	}
 	return c, nil
 }
 
+// open opens the index (read-only if readOnly) and loads the cache from it and the disk.
+func (c *Cache) open(readOnly bool) error {
+	c.readOnly = readOnly
+	if err := os.MkdirAll(c.blocksDir, 0o755); err != nil {
+		return fmt.Errorf("%s: %w", c, err)
+	}
+	var err error
+	if c.db, err = c.openIndex(filepath.Join(c.dir, "index")); err != nil {
+		return fmt.Errorf("%s: index: %w", c, err)
+	}
+	if err := c.load(); err != nil {
+		c.db.Close()
+		return fmt.Errorf("%s: %w", c, err)
+	}
+	return nil
+}
+
 // openIndex opens the goleveldb index, repairing it if it is damaged (a repaired index
-// may have lost records: load then drops the files it no longer lists).
+// may have lost records: load then drops the files it no longer lists). A read-only
+// index is not repaired: that would write it.
 func (c *Cache) openIndex(path string) (*leveldb.DB, error) {
-	db, err := leveldb.OpenFile(path, nil)
+	var o *opt.Options
+	if c.readOnly {
+		o = &opt.Options{ReadOnly: true}
+	}
+	db, err := leveldb.OpenFile(path, o)
 	if errors.Is(err, syscall.EAGAIN) { // the index's lock file is held
 		return nil, fmt.Errorf("%s is in use by another process (is another daemon running with the same --data?): %w", path, err)
 	}
-	if lerrors.IsCorrupted(err) {
+	if lerrors.IsCorrupted(err) && !c.readOnly {
 		c.log.Warn("index damaged; recovering what it holds", "err", err)
 		db, err = leveldb.RecoverFile(path, nil)
 	}
@@ -140,7 +181,10 @@ type record struct {
 }
 
 // load reads the index, reconciles it with the block files and builds the in-memory
-// state.
+// state. A read-only cache writes nothing to its index (no format record, no deletion of
+// the records reconcile found stale: the next Open deletes them) and evicts nothing (the
+// bound taken from a full disk is below what it holds); reconcile still removes the
+// files no block is served from, which frees space.
 func (c *Cache) load() error {
 	recs, junk, version, err := c.scanIndex()
 	if err != nil {
@@ -154,10 +198,18 @@ func (c *Cache) load() error {
 		return err
 	}
 	c.enterBlocks(recs, junk, &st)
-	if err := c.db.Write(junk, nil); err != nil {
-		return fmt.Errorf("index: %w", err)
+	if !c.readOnly {
+		if err := c.db.Write(junk, nil); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
 	}
-	evicted := c.trimToMax()
+	if err := c.setBounds(); err != nil {
+		return err
+	}
+	evicted := 0
+	if !c.readOnly {
+		evicted = c.trimToMax()
+	}
 	c.logOpened(st, evicted)
 	return nil
 }
@@ -227,6 +279,9 @@ func (c *Cache) checkFormat(version string) error {
 	switch version {
 	case formatVersion:
 	case "":
+		if c.readOnly {
+			return nil
+		}
 		if err := c.db.Put([]byte{prefixVersion}, []byte(formatVersion), nil); err != nil {
 			return fmt.Errorf("index: %w", err)
 		}
@@ -265,11 +320,11 @@ func (c *Cache) enterBlocks(recs map[string]*record, junk *leveldb.Batch, st *re
 }
 
 // trimToMax evicts the least recently used unpinned blocks while the cache holds more
-// than MaxBytes (it was lowered since the last run), and returns how many it evicted.
-// Nothing has been announced yet: no OnEvict.
+// than MaxBytes (it was lowered since the last run, or the disk has less room), and
+// returns how many it evicted. Nothing has been announced yet: no OnEvict.
 func (c *Cache) trimToMax() int {
 	var victims []*entry
-	for c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes && len(c.lru) > 0 {
+	for c.maxBytes > 0 && c.bytes > c.maxBytes && len(c.lru) > 0 {
 		e := c.lru[0]
 		c.detachLocked(e)
 		victims = append(victims, e)
@@ -286,8 +341,9 @@ func (c *Cache) trimToMax() int {
 // logOpened logs what the cache holds, and, as a warning, what Open had to clean up (a
 // sign of an unclean stop or of an outside change) and pinned blocks above the maximum.
 func (c *Cache) logOpened(st reconcileStats, evicted int) {
-	attrs := []any{"blocks", len(c.entries), "bytes", c.bytes, "max", c.cfg.MaxBytes,
-		"pinned_bytes", c.bytes - c.lruBytes, "owners", len(c.owners)}
+	attrs := []any{"blocks", len(c.entries), "bytes", c.bytes, "max", c.maxBytes,
+		"pinned_bytes", c.bytes - c.lruBytes, "owners", len(c.owners),
+		"disk_free", c.disk.free, "min_free", c.minFree, "read_only", c.readOnly}
 	if st != (reconcileStats{}) || evicted > 0 {
 		c.log.Warn("cache opened; cleaned up after an unclean stop or an outside change", append(attrs,
 			"temp_files_removed", st.temp, "unlisted_files_removed", st.unlisted,
@@ -296,8 +352,8 @@ func (c *Cache) logOpened(st reconcileStats, evicted int) {
 	} else {
 		c.log.Info("cache opened", attrs...)
 	}
-	if c.cfg.MaxBytes > 0 && c.bytes > c.cfg.MaxBytes {
-		c.log.Warn("pinned blocks exceed the cache's maximum", "bytes", c.bytes, "max", c.cfg.MaxBytes)
+	if c.maxBytes > 0 && c.bytes > c.maxBytes && !c.readOnly {
+		c.log.Warn("pinned blocks exceed the cache's maximum", "bytes", c.bytes, "max", c.maxBytes)
 	}
 }
 

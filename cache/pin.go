@@ -45,6 +45,9 @@ func (c *Cache) Pin(ctx context.Context, owner string, ids [][]byte) error {
 		return fmt.Errorf("cache: pin %s: %w", owner, err)
 	}
 	defer c.ops.Done()
+	if c.readOnly {
+		return fmt.Errorf("cache: pin %s: %w", owner, ErrReadOnly)
+	}
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 
@@ -108,6 +111,9 @@ func (c *Cache) Unpin(ctx context.Context, owner string) error {
 		return fmt.Errorf("cache: unpin %s: %w", owner, err)
 	}
 	defer c.ops.Done()
+	if c.readOnly {
+		return fmt.Errorf("cache: unpin %s: %w", owner, ErrReadOnly)
+	}
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 
@@ -143,7 +149,7 @@ func (c *Cache) Unpin(ctx context.Context, owner string) error {
 	}
 	// Back under MaxBytes if pins held the cache above it (MaxBytes lowered).
 	var victims []*entry
-	for c.cfg.MaxBytes > 0 && c.bytes+c.reserved > c.cfg.MaxBytes && len(c.lru) > 0 {
+	for c.maxBytes > 0 && c.bytes+c.reserved > c.maxBytes && len(c.lru) > 0 {
 		e := c.lru[0]
 		c.detachLocked(e)
 		victims = append(victims, e)
