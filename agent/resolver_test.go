@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -141,12 +142,15 @@ func TestResolverRetries(t *testing.T) {
 // its fetch.
 func TestResolverInterruptedReader(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("patient block"))
-	src := &fakeSource{delay: 200 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
+	release := make(chan struct{})
+	src := &fakeSource{fn: func(id []byte) ([]byte, error) {
+		<-release
+		return serving(map[string][]byte{string(b.ID): data})(id)
+	}}
 	r, _, _ := newTestResolver(ResolverConfig{}, src)
 	impatient, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() { _, err := r.Fetch(impatient, b.ID); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
 	done := make(chan error, 1)
 	go func() {
 		got, err := r.Fetch(t.Context(), b.ID)
@@ -155,13 +159,17 @@ func TestResolverInterruptedReader(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testkit.WaitFor(t, "both readers to wait for the block", 5*time.Second, func() bool { return r.waiting.Load() == 2 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("the interrupted reader got %v", err)
 	}
+	close(release)
 	if err := <-done; err != nil {
 		t.Errorf("the patient reader got %v", err)
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Errorf("%d source calls, want 1: the shared fetch was not kept for the patient reader", n)
 	}
 }
 
