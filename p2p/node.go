@@ -23,8 +23,9 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/zosfs/zosfs-agent/flist"
 	"golang.org/x/time/rate"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // Protocol names.
@@ -117,6 +118,13 @@ type Config struct {
 	// ServeRate bounds the bytes per second of blocks served to peers, all peers
 	// together; 0 means no bound.
 	ServeRate int64
+	// FetchRate bounds the blocks per second this node fetches (Service.Fetch) on one
+	// peer's behalf, as their designated fetcher; FetchBurst is how many it may fetch at
+	// once beyond that rate (a token bucket per peer). A request beyond them is answered
+	// with an error at once, and the peer goes to its own hub. 0 means DefaultFetchRate
+	// and DefaultFetchBurst; a negative FetchRate means no bound.
+	FetchRate  float64
+	FetchBurst int
 	// Logger receives the node's logs, tagged component=p2p; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -135,7 +143,11 @@ type Service struct {
 	// block's designated fetcher (FetchVia, the first wave). It must return verified
 	// stored bytes (the agent's resolver: cache, neighbours, hub, shared with the node's
 	// own reads of the block). nil means this node cannot fetch (it has no hub): it is
-	// then never a designated fetcher, and answers such requests "not found".
+	// then never a designated fetcher, and answers such requests "not found". Its error
+	// must wrap ErrNotFound when no source has the block (as opposed to failing to
+	// answer): a peer that asks for such blocks fetchMissesBan times in a row is banned.
+	// It is called at most Config.FetchRate times a second per peer (Config.FetchBurst
+	// at once).
 	Fetch func(ctx context.Context, id []byte) ([]byte, error)
 	// Busy reports whether the node's own reads are waiting for blocks. While it does,
 	// at most serveWhileBusy blocks are read for peers at a time, so that the node's own
@@ -176,10 +188,12 @@ type Node struct {
 	opening  map[peer.ID]*opening
 
 	serveMem    chan struct{} // bounds the blocks held in memory for serving, all peers
-	serveBusy   chan struct{} // bounds the blocks read for peers while Busy
-	serveFlists chan struct{} // bounds the flists served at once, all peers
-	serveLimit  *rate.Limiter // Config.ServeRate; nil without one
-	canFetch    atomic.Bool   // see SetCanFetch
+	peersMu     sync.Mutex
+	peers       map[peer.ID]*peerServe // the serving state of each peer (peers.go)
+	serveBusy   chan struct{}          // bounds the blocks read for peers while Busy
+	serveFlists chan struct{}          // bounds the flists served at once, all peers
+	serveLimit  *rate.Limiter          // Config.ServeRate; nil without one
+	canFetch    atomic.Bool            // see SetCanFetch
 }
 
 // New checks cfg, loads (or creates) the node's identity and returns a node that has not
@@ -197,6 +211,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.BanDuration <= 0 {
 		cfg.BanDuration = DefaultBanDuration
 	}
+	if cfg.FetchRate == 0 {
+		cfg.FetchRate = DefaultFetchRate
+	}
+	if cfg.FetchBurst <= 0 {
+		cfg.FetchBurst = DefaultFetchBurst
+	}
 	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "p2p"),
@@ -204,6 +224,7 @@ func New(cfg Config) (*Node, error) {
 		sessions:    map[peer.ID]*session{},
 		opening:     map[peer.ID]*opening{},
 		serveMem:    make(chan struct{}, serveMemBlocks),
+		peers:       map[peer.ID]*peerServe{},
 		serveBusy:   make(chan struct{}, serveWhileBusy),
 		serveFlists: make(chan struct{}, serveFlistsMax),
 	}

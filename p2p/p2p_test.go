@@ -426,9 +426,10 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 			results <- outcome{i, false, data, err}
 		}()
 	}
-	// Wait until the victim holds the Fetches and some Gets (each Get picks one of its
-	// two peers at random), then kill it.
-	testkit.WaitFor(t, "Fetches and Gets to reach the victim", 10*time.Second, func() bool { return victimStore.gets.Load() > int64(len(blocks)) })
+	// Wait until the victim reads blocks for c (at most 8 at a time, its per-peer budget:
+	// the other requests, the Fetches and the Gets that picked it, wait their turn on its
+	// stream), then kill it.
+	testkit.WaitFor(t, "Fetches and Gets to reach the victim", 10*time.Second, func() bool { return victimStore.gets.Load() >= 8 })
 	killed := time.Now()
 	if err := victim.Close(); err != nil {
 		t.Errorf("closing the victim: %v", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -20,7 +21,8 @@ const (
 	// written; the server stops reading a stream's requests past it (back-pressure).
 	serveInflight = 32
 	// serveMemBlocks bounds the blocks read from the store and not yet written, all
-	// streams together (64 × 512 KiB ≈ 32 MiB), whatever the number of peers.
+	// streams together (64 × 512 KiB ≈ 32 MiB), whatever the number of peers; one peer
+	// holds at most servePeerBlocks of them.
 	serveMemBlocks = 64
 	// serveWhileBusy bounds the blocks read for peers at a time while the node's own
 	// reads wait for blocks (Service.Busy): serving goes on, slower, behind them.
@@ -30,9 +32,13 @@ const (
 	fetchThroughTimeout = 60 * time.Second
 	// serveGetTimeout bounds one read of the block store.
 	serveGetTimeout = 10 * time.Second
-	// serveWriteTimeout bounds one response write: a peer that stops reading its stream
-	// for that long loses it (and the memory it held is freed).
-	serveWriteTimeout = 30 * time.Second
+	// serveWriteTimeout bounds one response write (up to a whole block of
+	// flist.MaxBlockStored, about 512 KiB: 10 s is a link slower than 52 KiB/s, too slow
+	// to be a neighbour worth serving). A peer that stops reading its stream for that
+	// long loses it: the stream is reset and the memory its answers held is freed; one
+	// whose writes time out again and again is banned (writeTimeoutStrikes). Waits for
+	// Config.ServeRate are not part of it.
+	serveWriteTimeout = 10 * time.Second
 	// ioBufferSize is the size of the buffers on each side of a block stream.
 	ioBufferSize = 64 << 10
 )
@@ -42,7 +48,7 @@ type response struct {
 	reqID  uint64
 	status byte
 	data   []byte
-	mem    bool // holds a serveMem token, released once written
+	mem    bool // holds a token of serveMem and of the peer's budget, released once written
 }
 
 // handleStream serves the block requests of one stream from a peer.
@@ -53,19 +59,22 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer n.bg.Done()
-	n.serve(s, p)
+	ps := n.servingPeer(p)
+	defer n.donePeer(ps)
+	n.serve(s, p, ps)
 }
 
 // serve reads requests until the stream ends, serves up to serveInflight of them at a
-// time and answers each as soon as it is ready (out of order).
-func (n *Node) serve(s network.Stream, p peer.ID) {
+// time and answers each as soon as it is ready (out of order). ps is p's serving state,
+// shared with its other streams.
+func (n *Node) serve(s network.Stream, p peer.ID, ps *peerServe) {
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
 	out := make(chan response, serveInflight)
 	slots := make(chan struct{}, serveInflight)
 	writeErr := make(chan error, 1)
 	go func() {
-		err := n.writeResponses(s, out, slots)
+		err := n.writeResponses(s, ps, out, slots)
 		if err != nil {
 			cancel()
 		}
@@ -88,12 +97,15 @@ read:
 			readErr = ctx.Err()
 			break read
 		}
-		workers.Go(func() { out <- n.serveOne(ctx, reqID, id, flags) })
+		workers.Go(func() { out <- n.serveOne(ctx, p, ps, reqID, id, flags) })
 	}
 	workers.Wait()
 	close(out)
 	werr := <-writeErr
 	switch {
+	case isTimeout(werr):
+		s.Reset()
+		n.writeTimedOut(p, ps)
 	case errors.Is(readErr, errProtocol):
 		n.penalise(p, readErr)
 		s.Reset()
@@ -106,7 +118,7 @@ read:
 
 // serveOne answers one request from the block store, or through Service.Fetch when the
 // request asks this node, as the block's designated fetcher, to fetch it.
-func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte) response {
+func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id []byte, flags byte) response {
 	notFound := response{reqID: reqID, status: statusNotFound}
 	if n.svc.Blocks == nil {
 		return notFound
@@ -123,15 +135,13 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 		return failed(getCtx)
 	}
 	if err == nil && !has && flags&flagFetch != 0 && n.svc.Fetch != nil {
-		return n.serveFetched(ctx, reqID, id)
+		return n.serveFetched(ctx, p, ps, reqID, id)
 	}
 	if err != nil || !has {
 		return notFound
 	}
 	ctx = getCtx
-	select {
-	case n.serveMem <- struct{}{}:
-	case <-ctx.Done():
+	if n.acquireMem(ctx, ps) != nil {
 		return failed(ctx)
 	}
 	if n.svc.Busy != nil && n.svc.Busy() {
@@ -139,13 +149,13 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 		case n.serveBusy <- struct{}{}:
 			defer func() { <-n.serveBusy }()
 		case <-ctx.Done():
-			<-n.serveMem
+			n.releaseMem(ps)
 			return failed(ctx)
 		}
 	}
 	data, err := n.svc.Blocks.Get(ctx, id)
 	if err != nil || len(data) > flist.MaxBlockStored {
-		<-n.serveMem
+		n.releaseMem(ps)
 		if ctx.Err() != nil {
 			return failed(ctx)
 		}
@@ -158,11 +168,21 @@ func (n *Node) serveOne(ctx context.Context, reqID uint64, id []byte, flags byte
 
 // serveFetched answers a request to this node as the block's designated fetcher, for a
 // block it lacks: Service.Fetch gets it (shared with the node's own reads of it), bounded
-// by fetchThroughTimeout. The requester waits; it falls back to its hub on an error.
-func (n *Node) serveFetched(ctx context.Context, reqID uint64, id []byte) response {
+// by fetchThroughTimeout. The requester waits; it falls back to its hub on an error. A
+// request beyond p's fetch budget (Config.FetchRate, Config.FetchBurst) is answered with
+// an error at once; a peer that keeps asking for blocks found nowhere is banned
+// (fetchMissesBan).
+func (n *Node) serveFetched(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id []byte) response {
+	if !ps.fetch.Allow() {
+		n.stats.fetchRefused.Add(1)
+		return response{reqID: reqID, status: statusError, data: []byte(errOverBudget.Error())}
+	}
 	ctx, cancel := context.WithTimeout(ctx, fetchThroughTimeout)
 	defer cancel()
 	data, err := n.svc.Fetch(ctx, id)
+	if ctx.Err() == nil {
+		n.fetchedFor(p, ps, err)
+	}
 	if err != nil || len(data) > flist.MaxBlockStored {
 		n.log.Debug("fetching a block for a peer failed", "id", hexID(id), "err", err, "size", len(data))
 		msg := "fetch failed"
@@ -171,9 +191,7 @@ func (n *Node) serveFetched(ctx context.Context, reqID uint64, id []byte) respon
 		}
 		return response{reqID: reqID, status: statusError, data: []byte(msg[:min(len(msg), maxErrorMessage)])}
 	}
-	select {
-	case n.serveMem <- struct{}{}:
-	case <-ctx.Done():
+	if n.acquireMem(ctx, ps) != nil {
 		return response{reqID: reqID, status: statusError, data: []byte("not served: " + ctx.Err().Error())}
 	}
 	n.stats.fetchedFor.Add(1)
@@ -183,7 +201,7 @@ func (n *Node) serveFetched(ctx context.Context, reqID uint64, id []byte) respon
 // writeResponses writes the responses of out to s, flushing whenever no other response
 // is ready. After a write error it keeps draining out (releasing what each response
 // holds) without writing; it returns the first error.
-func (n *Node) writeResponses(s network.Stream, out <-chan response, slots <-chan struct{}) error {
+func (n *Node) writeResponses(s network.Stream, ps *peerServe, out <-chan response, slots <-chan struct{}) error {
 	bw := bufio.NewWriterSize(s, ioBufferSize)
 	var err error
 	var hdr []byte
@@ -191,6 +209,7 @@ func (n *Node) writeResponses(s network.Stream, out <-chan response, slots <-cha
 		if err == nil {
 			if n.serveLimit != nil && len(r.data) > 0 {
 				// Send what is buffered before waiting for the rate.
+				s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
 				if err = bw.Flush(); err == nil {
 					err = n.serveLimit.WaitN(n.ctx, len(r.data))
 				}
@@ -217,12 +236,20 @@ func (n *Node) writeResponses(s network.Stream, out <-chan response, slots <-cha
 			}
 		}
 		if r.mem {
-			<-n.serveMem
+			n.releaseMem(ps)
 		}
 		<-slots
 	}
 	if err == nil {
+		s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
 		err = bw.Flush()
 	}
 	return err
+}
+
+// isTimeout reports whether err is a deadline's (a write that took longer than
+// serveWriteTimeout), as opposed to a reset or a closed stream.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -28,6 +28,12 @@ type Stats struct {
 	Rejected int64
 	// ProtocolErrors counts peers caught breaking the wire format (each is banned).
 	ProtocolErrors int64
+	// WriteTimeouts counts the block streams lost by peers that stopped reading them
+	// (a response write took longer than serveWriteTimeout).
+	WriteTimeouts int64
+	// FetchRefused counts the requests to fetch a block for a peer that were refused
+	// because the peer was over its fetch budget (Config.FetchRate).
+	FetchRefused int64
 	// Banned is the number of peers banned now.
 	Banned int
 }
@@ -38,6 +44,7 @@ type counters struct {
 	fetchedBlocks, fetchedBytes atomic.Int64
 	rejected, protocolErrors    atomic.Int64
 	fetchedFor                  atomic.Int64
+	writeTimeouts, fetchRefused atomic.Int64
 	servedFlists, fetchedFlists atomic.Int64
 
 	mu     sync.Mutex
@@ -75,6 +82,8 @@ func (n *Node) Stats() Stats {
 		FetchedFlists:      c.fetchedFlists.Load(),
 		Rejected:           c.rejected.Load(),
 		ProtocolErrors:     c.protocolErrors.Load(),
+		WriteTimeouts:      c.writeTimeouts.Load(),
+		FetchRefused:       c.fetchRefused.Load(),
 		Banned:             n.bans.count(),
 	}
 }
