@@ -56,7 +56,8 @@
 // named by the DHT first, then the other connected peers (when there are few, see
 // askConnectedMax), then unconnected providers; a second peer is asked after
 // Config.HedgeDelay, the next as soon as one fails. When no peer delivers, the error
-// wraps ErrNotFound, so the agent goes to the hub.
+// wraps ErrNotFound, so the agent goes to the hub. The order is an iterator
+// (candidateIter, candidates.go) and the asking a hedger (hedge), each on its own.
 //
 // # The first wave
 //

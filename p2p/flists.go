@@ -97,10 +97,9 @@ func (n *Node) GetFlist(ctx context.Context, digest []byte, f FlistFile, max int
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var errs []error
-	cands := n.candidates(ctx, c, FlistProtocolID)
+	cands := n.candidates(c, FlistProtocolID)
 	for {
-		cands.want()
-		ai, ok := <-cands.C
+		ai, ok := cands.Next(ctx)
 		if !ok {
 			break
 		}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -97,179 +94,21 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	if len(n.Peers()) == 0 { // alone: no one to ask, and no lookup to pay for
 		return nil, fmt.Errorf("p2p: %x: %w (no peer connected)", id, ErrNotFound)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream := n.candidates(ctx, c, ProtocolID)
-	cands := stream.C
-
-	type attempt struct {
-		data []byte
-		err  error
-	}
-	results := make(chan attempt)
-	var errs []error
-	active := 0
-	hedgeDue := false
-	hedge := time.NewTimer(n.cfg.HedgeDelay)
-	defer hedge.Stop()
-	for {
-		if cands == nil && active == 0 {
-			break
-		}
-		var next <-chan peer.AddrInfo
-		if active == 0 || (hedgeDue && active < getParallel) {
-			next = cands
-			stream.want()
-		}
-		select {
-		case ai, ok := <-next:
-			if !ok {
-				cands = nil
-				continue
-			}
+	it := n.candidates(c, ProtocolID)
+	data, errs, err := hedge(ctx, n.cfg.HedgeDelay, getParallel, it.Next,
+		func(ctx context.Context, ai peer.AddrInfo) ([]byte, error) {
 			n.rememberAddrs(ai)
-			active++
-			hedgeDue = false
-			hedge.Reset(n.cfg.HedgeDelay)
-			go func() {
-				data, err := n.Fetch(ctx, ai.ID, id)
-				select {
-				case results <- attempt{data, err}:
-				case <-ctx.Done():
-				}
-			}()
-		case r := <-results:
-			active--
-			if r.err == nil {
-				return r.data, nil
-			}
-			errs = append(errs, r.err)
-			hedgeDue = true // a failure frees its place at once
-		case <-hedge.C:
-			hedgeDue = true
-		case <-ctx.Done():
-			return nil, fmt.Errorf("p2p: block %s: %w: %w", hexID(id), ErrNotFound, ctx.Err())
-		}
-	}
-	if len(errs) == 0 {
+			return n.Fetch(ctx, ai.ID, id)
+		})
+	switch {
+	case err == nil:
+		return data, nil
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("p2p: block %s: %w: %w", hexID(id), ErrNotFound, ctx.Err())
+	case len(errs) == 0:
 		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", hexID(id), ErrNotFound)
 	}
 	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", hexID(id), ErrNotFound, len(errs), errors.Join(errs...))
-}
-
-// candidates streams the peers to ask for the block (or flist) named c, in Get's order,
-// until ctx ends; the channel is closed when there is no one left. Connected peers are
-// asked only if they speak proto (or may). The DHT lookup starts only when the connected
-// peers are all handed out and the caller wants another candidate (candidateStream.want),
-// or after Config.HedgeDelay, so that a block a neighbour has costs no lookup.
-func (n *Node) candidates(ctx context.Context, c cid.Cid, proto protocol.ID) *candidateStream {
-	out := make(chan peer.AddrInfo)
-	need := make(chan struct{}, 1)
-	h := n.host
-	var connected []peer.ID
-	if ps := n.peersSpeaking(proto); len(ps) <= askConnectedMax {
-		connected = ps
-		rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
-	}
-	go func() {
-		defer close(out)
-		var found <-chan peer.AddrInfo // the DHT's providers, once the lookup runs
-		lookup := false
-		startLookup := func() {
-			if !lookup {
-				lookup = true
-				found = n.dht.FindProvidersAsync(ctx, c, getMaxProviders+1)
-			}
-		}
-		later := time.NewTimer(n.cfg.HedgeDelay)
-		defer later.Stop()
-		seen := map[peer.ID]bool{n.id: true}
-		var providers []peer.AddrInfo // found by the DHT, not yet handed out
-		for {
-			for len(connected) > 0 && (seen[connected[0]] || n.bans.banned(connected[0])) {
-				connected = connected[1:]
-			}
-			// Pick the next candidate: a connected provider, a connected peer, any provider.
-			var pick peer.AddrInfo
-			from := 0 // 1: providers[i], 2: connected[0]
-			i := -1
-			for k, ai := range providers {
-				if h.Network().Connectedness(ai.ID) == network.Connected {
-					i = k
-					break
-				}
-			}
-			switch {
-			case i >= 0:
-				pick, from = providers[i], 1
-			case len(connected) > 0:
-				pick, from = peer.AddrInfo{ID: connected[0]}, 2
-			case len(providers) > 0:
-				i = 0
-				pick, from = providers[0], 1
-			}
-			if from == 0 && found == nil {
-				if lookup {
-					return // the lookup has ended: no one left
-				}
-				// No one at hand: look providers up once another candidate is wanted.
-				select {
-				case <-need:
-				case <-later.C:
-				case <-ctx.Done():
-					return
-				}
-				startLookup()
-				continue
-			}
-			var send chan peer.AddrInfo
-			if from != 0 {
-				send = out
-			}
-			select {
-			case ai, ok := <-found:
-				if !ok {
-					found = nil
-					continue
-				}
-				if !seen[ai.ID] && !n.bans.banned(ai.ID) {
-					seen[ai.ID] = true
-					providers = append(providers, ai)
-				}
-			case send <- pick:
-				if from == 1 {
-					providers = append(providers[:i], providers[i+1:]...)
-				} else {
-					connected = connected[1:]
-				}
-				seen[pick.ID] = true
-				select { // the wish this candidate answers
-				case <-need:
-				default:
-				}
-			case <-later.C:
-				startLookup()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return &candidateStream{C: out, need: need}
-}
-
-// candidateStream is the peers candidates hands out, on C (closed when there is no one
-// left). Call want before each receive: the DHT lookup waits for a wish that the peers at
-// hand cannot answer.
-type candidateStream struct {
-	C    <-chan peer.AddrInfo
-	need chan struct{}
-}
-
-func (s *candidateStream) want() {
-	select {
-	case s.need <- struct{}{}:
-	default:
-	}
 }
 
 // peersSpeaking returns the connected peers that speak proto, or may: those whose
