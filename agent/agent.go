@@ -30,9 +30,14 @@ type Config struct {
 	Hubs []string
 	// APISocket is the unix socket of the local API. Default api.DefaultSocket.
 	APISocket string
-	// CacheMax bounds the block cache in bytes; 0 means no bound. Blocks of pulled
+	// CacheMax bounds the block cache in bytes; 0 means 80 % of the disk's free space
+	// (plus what the cache holds) at start, a negative value no bound. Blocks of pulled
 	// flists are pinned and never evicted.
 	CacheMax int64
+	// CacheMinFree is the free space the cache leaves on its disk, evicting unpinned
+	// blocks to keep it; 0 means the smaller of 1 GiB and 5 % of the disk, a negative
+	// value no reserve.
+	CacheMinFree int64
 	// FetchTimeout bounds one attempt to fetch a block from a hub or store. Default 20s.
 	FetchTimeout time.Duration
 	// ReadTimeout bounds a read through a mount: past it the read fails with EIO.
@@ -121,9 +126,6 @@ type Daemon struct {
 // New checks the configuration and returns a daemon that has not started.
 func New(cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
-	if cfg.CacheMax < 0 {
-		return nil, fmt.Errorf("cache max %d: must not be negative", cfg.CacheMax)
-	}
 	httpClient := &http.Client{Transport: http.DefaultTransport}
 	var hubs []*hub.Client
 	for _, u := range cfg.Hubs {
@@ -170,7 +172,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// (prepared by New) is what the resolver and the flist store fetch through; once they
 	// exist, it starts serving them.
 	d.cache, err = cache.Open(cache.Config{
-		Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, Logger: cfg.Logger,
+		Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, MinFree: cfg.CacheMinFree, Logger: cfg.Logger,
 		OnStore: d.announce.add,
 	})
 	if err != nil {
@@ -271,12 +273,13 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	}
 	ns := d.node.Stats()
 	return api.Status{
-		PeerID:   d.node.ID().String(),
-		Addrs:    d.node.Addrs(),
-		Peers:    peers,
-		Mounts:   d.mounts.list(),
-		Pinned:   pinned,
-		Cache:    api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks},
+		PeerID: d.node.ID().String(),
+		Addrs:  d.node.Addrs(),
+		Peers:  peers,
+		Mounts: d.mounts.list(),
+		Pinned: pinned,
+		Cache: api.CacheStatus{Bytes: cs.Bytes, Max: cs.Max, Blocks: cs.Blocks,
+			MinFree: cs.MinFree, DiskFree: cs.DiskFree, ReadOnly: cs.ReadOnly},
 		Fetched:  api.Fetched{Cache: d.fetched.Cache.Load(), Peers: d.fetched.Peers.Load(), Hub: d.fetched.Hub.Load()},
 		Served:   api.Served{Bytes: ns.ServedBytes, Blocks: ns.ServedBlocks, FetchedFor: ns.FetchedFor, Flists: ns.ServedFlists},
 		Rejected: ns.Rejected,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -216,7 +217,11 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 			errs = append(errs, fmt.Errorf("neighbours: %w", err))
 		}
 	}
-	return cid.Undef, fmt.Errorf("%w: flist %s: not here, and no hub or neighbour has it: %w", api.ErrNotFound, c, errors.Join(errs...))
+	err := errors.Join(errs...)
+	if errors.Is(err, syscall.ENOSPC) { // found, but it cannot be kept: not "not found"
+		return cid.Undef, fmt.Errorf("flist %s cannot be stored in %s: the disk is full: %w", c, s.dir, err)
+	}
+	return cid.Undef, fmt.Errorf("%w: flist %s: not here, and no hub or neighbour has it: %w", api.ErrNotFound, c, err)
 }
 
 // fromPeers fetches flist c from the neighbours, straight into a temporary file

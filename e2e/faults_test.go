@@ -270,3 +270,65 @@ func TestMountRefusesSystemPaths(t *testing.T) {
 		t.Errorf("the directory's own file after umount: %q, %v", got, err)
 	}
 }
+
+// TestMountFullDisk (issue 13, 12): a mount whose flist cannot be stored because the
+// data disk is full says so, instead of "not found".
+func TestMountFullDisk(t *testing.T) {
+	testkit.NeedFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	data := t.TempDir()
+	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	d := runDaemon(t, "--hub", h.URL, "--data", data)
+	fillDisk(t, data)
+	mp := t.TempDir()
+	d.mountpoints = append(d.mountpoints, mp)
+	_, errOut, err := agentResult(t, nil, "mount", "--api", d.Socket, cid, mp)
+	if err == nil {
+		t.Fatal("mount with a full data disk succeeded")
+	}
+	if !strings.Contains(errOut, "disk is full") || strings.Contains(errOut, "not found: flist") {
+		t.Errorf("mount on a full disk: %s", errOut)
+	}
+}
+
+// TestRestartFullDisk (issue 13, 7): a daemon restarted on a full data disk comes up,
+// with its cache read-only: its mounts are restored and read what the cache holds.
+func TestRestartFullDisk(t *testing.T) {
+	testkit.NeedFUSE(t)
+	h := runHub(t)
+	src := t.TempDir()
+	writeRandomFile(t, filepath.Join(src, "data"), 3<<20, 7)
+	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	data := t.TempDir()
+	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=32m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	d := runDaemon(t, "--hub", h.URL, "--data", data)
+	mp := d.mountFlist(t, cid)
+	want := fileHash(t, filepath.Join(src, "data"))
+	if got := fileHash(t, filepath.Join(mp, "data")); got != want {
+		t.Fatalf("the file through the mount: %s, want %s", got, want)
+	}
+	d.cmd.Process.Kill() // kill -9, by pid
+	<-d.exited
+	fillDisk(t, data)
+
+	d.restart()
+	h.stop(syscall.SIGTERM) // what the mount reads now comes from the cache
+	st := d.status(t)
+	if !st.Cache.ReadOnly || len(st.Mounts) != 1 {
+		t.Errorf("status after a restart on a full disk: cache %+v, mounts %v", st.Cache, st.Mounts)
+	}
+	if got := fileHash(t, filepath.Join(mp, "data")); got != want {
+		t.Errorf("the file after a restart on a full disk: %s, want %s", got, want)
+	}
+}

@@ -58,8 +58,14 @@ type Peer struct {
 // CacheStatus is the block cache's use.
 type CacheStatus struct {
 	Bytes  int64 `json:"bytes"`
-	Max    int64 `json:"max"`
+	Max    int64 `json:"max"` // the bound in force; 0: none
 	Blocks int64 `json:"blocks"`
+	// MinFree is the free space kept on the cache's disk; DiskFree what is free now.
+	MinFree  int64 `json:"min_free"`
+	DiskFree int64 `json:"disk_free"`
+	// ReadOnly: the disk was full when the daemon started; the cache serves what it
+	// holds and stores nothing new until the daemon is restarted with space.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // Fetched counts the bytes of blocks the daemon obtained, by source.

@@ -15,6 +15,7 @@ import (
 type daemonFlags struct {
 	cfg       agent.Config
 	cacheMax  string
+	minFree   string
 	hubRate   string
 	serveRate string
 	logLevel  string
@@ -23,7 +24,7 @@ type daemonFlags struct {
 func newDaemonCmd() *cobra.Command {
 	var fl daemonFlags
 	cmd := &cobra.Command{
-		Use:   "daemon [--data DIR] [--hub URL]... [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--api SOCKET] [--psk FILE] [--cache-max SIZE] [--no-mdns] [--hub-rate RATE] [--serve-rate RATE]",
+		Use:   "daemon [--data DIR] [--hub URL]... [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--api SOCKET] [--psk FILE] [--cache-max SIZE] [--cache-min-free SIZE] [--no-mdns] [--hub-rate RATE] [--serve-rate RATE]",
 		Short: "Run the node's agent: block cache, p2p node, FUSE mounts, local API",
 		Long: `daemon runs until SIGINT or SIGTERM. It keeps a verified block cache in DIR, serves
 flists as lazy read-only FUSE mounts (asked for with 'zosfs-agent mount'), fetches blocks
@@ -43,7 +44,8 @@ A restarted daemon clears the stale mounts a killed one left and mounts them aga
 	f.StringVar(&fl.cfg.PSKFile, "psk", "", "libp2p private-network key `FILE`: only nodes with the same key can connect")
 	f.BoolVar(&fl.cfg.NoMDNS, "no-mdns", false, "do not discover peers on the LAN with mDNS")
 	f.DurationVar(&fl.cfg.PeerTimeout, "peer-timeout", agent.DefaultPeerTimeout, "how long neighbours get to deliver a block before the hubs are asked")
-	f.StringVar(&fl.cacheMax, "cache-max", "", "bound the block cache (e.g. 20GiB, 500MB); pinned blocks are never evicted (default: no bound)")
+	f.StringVar(&fl.cacheMax, "cache-max", "", "bound the block cache (e.g. 20GiB, 500MB, or none); pinned blocks are never evicted (default: 80% of the disk's free space at start)")
+	f.StringVar(&fl.minFree, "cache-min-free", "", "free space the cache leaves on its disk, evicting to keep it (e.g. 2GiB, or none) (default: the smaller of 1GiB and 5% of the disk)")
 	f.StringVar(&fl.hubRate, "hub-rate", "", "bound the bytes per second fetched from hubs and stores, e.g. 2MiB (default: no bound)")
 	f.StringVar(&fl.serveRate, "serve-rate", "", "bound the bytes per second served to neighbours, e.g. 50MiB (default: no bound)")
 	f.DurationVar(&fl.cfg.FetchTimeout, "fetch-timeout", agent.DefaultFetchTimeout, "bound on one attempt to fetch a block from a hub or store")
@@ -65,8 +67,18 @@ func runDaemon(ctx context.Context, fl daemonFlags) error {
 	for _, size := range []struct {
 		flag, value string
 		to          *int64
-	}{{"--cache-max", fl.cacheMax, &cfg.CacheMax}, {"--hub-rate", fl.hubRate, &cfg.HubRate}, {"--serve-rate", fl.serveRate, &cfg.ServeRate}} {
+		none        bool // "none" is a value: no bound
+	}{
+		{"--cache-max", fl.cacheMax, &cfg.CacheMax, true},
+		{"--cache-min-free", fl.minFree, &cfg.CacheMinFree, true},
+		{"--hub-rate", fl.hubRate, &cfg.HubRate, false},
+		{"--serve-rate", fl.serveRate, &cfg.ServeRate, false},
+	} {
 		if size.value == "" {
+			continue
+		}
+		if size.none && size.value == "none" {
+			*size.to = -1
 			continue
 		}
 		n, err := units.ParseBytes(size.value)

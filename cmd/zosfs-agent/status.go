@@ -41,7 +41,11 @@ func newStatusCmd() *cobra.Command {
 			if st.Cache.Max > 0 {
 				max = units.Bytes(st.Cache.Max)
 			}
-			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s)\n", units.Bytes(st.Cache.Bytes), st.Cache.Blocks, max)
+			fmt.Fprintf(w, "cache:    %s in %d blocks (max %s; %s free on its disk, %s kept free)\n", units.Bytes(st.Cache.Bytes), st.Cache.Blocks, max,
+				units.Bytes(st.Cache.DiskFree), units.Bytes(st.Cache.MinFree))
+			if st.Cache.ReadOnly {
+				fmt.Fprintln(w, "cache:    READ-ONLY: the disk was full at start; restart the daemon once there is space")
+			}
 			fmt.Fprintf(w, "fetched:  %s from cache, %s from peers, %s from hubs\n",
 				units.Bytes(st.Fetched.Cache), units.Bytes(st.Fetched.Peers), units.Bytes(st.Fetched.Hub))
 			fmt.Fprintf(w, "served:   %s in %d blocks (%d fetched for neighbours), %d flists\n", units.Bytes(st.Served.Bytes), st.Served.Blocks, st.Served.FetchedFor, st.Served.Flists)
