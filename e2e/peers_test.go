@@ -153,7 +153,23 @@ func TestPrivateNetwork(t *testing.T) {
 	}
 
 	outsider := runDaemon(t, "--hub", h.URL, "--bootstrap", boot)
-	time.Sleep(2 * time.Second) // time to try the bootstrap peer
+	// The outsider dials A and A's end of the handshake refuses it: the outsider logs
+	// the bootstrap peer unreachable after the connection was made, not refused.
+	var refusal string
+	testkit.WaitForProcess(t, "the outsider's dial of A to be refused", 20*time.Second, outsider.exited, func() bool {
+		log, _ := os.ReadFile(outsider.log.Name())
+		for _, line := range strings.Split(string(log), "\n") {
+			if strings.Contains(line, "bootstrap peer unreachable") && strings.Contains(line, peerIDOf(boot)) {
+				refusal = line
+				return true
+			}
+		}
+		return false
+	})
+	if strings.Contains(refusal, "connection refused") || strings.Contains(refusal, "no addresses") {
+		t.Errorf("the outsider never reached A: %s", refusal)
+	}
+	t.Logf("the outsider's dial: %s", refusal)
 	diffTrees(t, src, outsider.mountFlist(t, cid))
 	st := outsider.status(t)
 	if len(st.Peers) != 0 || st.Fetched.Peers != 0 || st.Fetched.Hub == 0 {
