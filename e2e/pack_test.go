@@ -123,41 +123,61 @@ func TestPackTwiceAndTarSameCID(t *testing.T) {
 	}
 }
 
-// TestCatBadBlocks: a missing or damaged block makes cat fail with a clear error.
+// TestCatBadBlocks: a truncated, altered or missing block makes cat fail with a clear
+// error.
 func TestCatBadBlocks(t *testing.T) {
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("zosfs "), 200000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	storeDir := t.TempDir()
-	fl := filepath.Join(t.TempDir(), "x.fl")
-	agent(t, "pack", "-o", fl, "--store", "dir://"+storeDir, src)
-	var blocks []string
-	filepath.Walk(storeDir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
-			blocks = append(blocks, p)
-		}
-		return err
-	})
-	if len(blocks) < 2 {
-		t.Fatalf("want at least 2 blocks, have %d", len(blocks))
-	}
-	data, err := os.ReadFile(blocks[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(blocks[0], data[:len(data)/2], 0o644); err != nil { // truncated
-		t.Fatal(err)
-	}
-	if err := os.Remove(blocks[1]); err != nil { // missing
-		t.Fatal(err)
-	}
-	_, errOut, err := agentResult(t, nil, "cat", fl, "/f")
-	if err == nil {
-		t.Fatal("cat succeeded with a truncated and a missing block")
-	}
-	if !strings.Contains(errOut, "block") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
-		t.Errorf("want one clear line about the block, got %q", errOut)
+	// One damage per run, so that each must be detected on its own.
+	for _, damage := range []struct {
+		name string
+		do   func(path string) error
+	}{
+		{"truncated", func(p string) error {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(p, data[:len(data)/2], 0o644)
+		}},
+		{"flipped", func(p string) error {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			data[len(data)/2] ^= 0x40
+			return os.WriteFile(p, data, 0o644)
+		}},
+		{"missing", os.Remove},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			storeDir := t.TempDir()
+			fl := filepath.Join(t.TempDir(), "x.fl")
+			agent(t, "pack", "-o", fl, "--store", "dir://"+storeDir, src)
+			agent(t, "cat", fl, "/f") // whole, it reads
+			var blocks []string
+			filepath.Walk(storeDir, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					blocks = append(blocks, p)
+				}
+				return err
+			})
+			if len(blocks) < 2 {
+				t.Fatalf("want at least 2 blocks, have %d", len(blocks))
+			}
+			if err := damage.do(blocks[len(blocks)-1]); err != nil {
+				t.Fatal(err)
+			}
+			_, errOut, err := agentResult(t, nil, "cat", fl, "/f")
+			if err == nil {
+				t.Fatalf("cat succeeded with a %s block", damage.name)
+			}
+			if !strings.Contains(errOut, "block") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+				t.Errorf("want one clear line about the block, got %q", errOut)
+			}
+		})
 	}
 }
 

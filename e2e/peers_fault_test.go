@@ -104,10 +104,10 @@ func TestPoisonedPeer(t *testing.T) {
 	}
 	diffTrees(t, src, b.mountFlist(t, cid))
 	m := scrape(t, bMetrics)
-	if got := metricValue(m, "zosfs_rejected_blocks_total"); got < 1 {
+	if got := metricValue(t, m, "zosfs_rejected_blocks_total"); got < 1 {
 		t.Errorf("B rejected %v blocks; want at least 1 (was the bad peer asked at all?)", got)
 	}
-	if got := metricValue(m, fmt.Sprintf(`zosfs_peer_fetched_bytes_total{peer=%q}`, badID)); got > 0 {
+	if got, _ := metricIn(m, fmt.Sprintf(`zosfs_peer_fetched_bytes_total{peer=%q}`, badID)); got > 0 {
 		t.Errorf("B accepted %v bytes from the bad peer", got)
 	}
 	// Banned, not gone: the bad peer still runs, and B keeps it out.
@@ -138,10 +138,10 @@ func TestPoisonedPeer(t *testing.T) {
 	c.waitPeers(t, 2)
 	diffTrees(t, src, c.mountFlist(t, cid))
 	m = scrape(t, cMetrics)
-	if got := metricValue(m, "zosfs_rejected_blocks_total"); got < 1 {
+	if got := metricValue(t, m, "zosfs_rejected_blocks_total"); got < 1 {
 		t.Errorf("C rejected %v blocks; want at least 1", got)
 	}
-	if got := metricValue(m, fmt.Sprintf(`zosfs_peer_fetched_bytes_total{peer=%q}`, badID)); got > 0 {
+	if got, _ := metricIn(m, fmt.Sprintf(`zosfs_peer_fetched_bytes_total{peer=%q}`, badID)); got > 0 {
 		t.Errorf("C accepted %v bytes from the bad peer", got)
 	}
 	st := c.status(t)

@@ -92,13 +92,13 @@ func TestNeighboursFirst(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if got := metricValue(string(body), `zosfs_fetched_bytes_total{source="hub"}`); got != float64(aStatus.Fetched.Hub) {
+	if got := metricValue(t, string(body), `zosfs_fetched_bytes_total{source="hub"}`); got != float64(aStatus.Fetched.Hub) {
 		t.Errorf("metrics say %v bytes from the hub, status %d", got, aStatus.Fetched.Hub)
 	}
-	if got := metricValue(string(body), "zosfs_peers"); got != 2 {
+	if got := metricValue(t, string(body), "zosfs_peers"); got != 2 {
 		t.Errorf("metrics say %v peers, want 2", got)
 	}
-	if got := metricValue(string(body), "zosfs_served_blocks_total"); got == 0 {
+	if got := metricValue(t, string(body), "zosfs_served_blocks_total"); got == 0 {
 		t.Error("metrics say no block was served")
 	}
 
@@ -112,17 +112,27 @@ func TestNeighboursFirst(t *testing.T) {
 }
 
 // metricValue is the value of the sample named name (with its labels) in a Prometheus
-// text exposition, or -1.
-func metricValue(exposition, name string) float64 {
+// text exposition; a sample that is not there fails the test.
+func metricValue(t *testing.T, exposition, name string) float64 {
+	t.Helper()
+	v, ok := metricIn(exposition, name)
+	if !ok {
+		t.Fatalf("metric %s is not exposed", name)
+	}
+	return v
+}
+
+// metricIn returns the value of the metric line name in a Prometheus exposition, and
+// whether there is one.
+func metricIn(exposition, name string) (float64, bool) {
 	for _, line := range strings.Split(exposition, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f, true
 			}
 		}
 	}
-	return -1
+	return 0, false
 }
 
 // TestPrivateNetwork: daemons sharing a PSK exchange blocks; a daemon without it cannot

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/crypto/blake2b"
 )
 
-// The v2 block pipeline test vector of ../shared/fixtures/README.md.
+// The v2 block pipeline test vector of testdata/fixtures/README.md (at the project root).
 const (
 	vectorPlain = "some random data to store"
 	vectorKey   = "b83d15e3b4175fe39f3e86c7b3ed233167c37d779970e6137e7a8d1ddf865fae"

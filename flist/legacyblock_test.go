@@ -10,7 +10,7 @@ import (
 	"github.com/golang/snappy"
 )
 
-// The legacy block test vector of ../shared/fixtures/README.md.
+// The legacy block test vector of testdata/fixtures/README.md (at the project root).
 var legacyBlockVector = struct {
 	plain, key, stored, id string
 	compressedLen          int

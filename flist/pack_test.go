@@ -13,6 +13,7 @@ import (
 
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/flist/flisttest"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
 )
 
 // memSink is a BlockSink in memory that counts writes.
@@ -143,9 +144,7 @@ func TestPackDir(t *testing.T) {
 // TestPackTarSameCID: a tar (and a tar.gz) of a tree, made by GNU tar, packs to the same
 // flist as the tree itself.
 func TestPackTarSameCID(t *testing.T) {
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("no tar on PATH")
-	}
+	testkit.NeedCommand(t, "tar")
 	src := t.TempDir()
 	opt := flisttest.DefaultTreeOptions()
 	opt.Sockets = false // tar cannot carry sockets

@@ -659,8 +659,8 @@ func TestS3(t *testing.T) {
 	if err := h.Client.PutBlock(ctx, absent, wrong); err == nil {
 		t.Error("a block with the wrong hash was accepted")
 	}
-	if ok, _ := s3.Has(ctx, absent); ok {
-		t.Error("the refused block is in the bucket")
+	if ok, err := s3.Has(ctx, absent); err != nil || ok {
+		t.Errorf("the refused block in the bucket: %v, %v", ok, err)
 	}
 }
 
