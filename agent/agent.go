@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/hub"
@@ -113,6 +115,7 @@ type Daemon struct {
 	log      *slog.Logger
 	http     *http.Client
 	hubs     []*hub.Client
+	uplink   *rate.Limiter // Config.HubRate: hubs and routes share it; nil without one
 	cache    *cache.Cache
 	resolver *Resolver
 	flists   *flistStore
@@ -180,12 +183,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	defer d.cache.Close()
 
+	d.uplink = newUplink(cfg.HubRate)
 	var remote []Source
 	for _, h := range d.hubs {
-		remote = append(remote, hubSource{h})
-	}
-	if cfg.HubRate > 0 {
-		remote = rateLimited(remote, cfg.HubRate)
+		remote = append(remote, limited(hubSource{h}, d.uplink))
 	}
 	d.resolver = NewResolver(ResolverConfig{
 		Cache:       d.cache,

@@ -20,7 +20,7 @@ import (
 
 // Source gives the stored (encrypted) bytes of a block by id, verified against the id
 // (see sources.go: the hub client verifies, stores are wrapped in verified). The cache,
-// the hubs and the flists' routes are Sources; decorators (verified, rateLimited) wrap
+// the hubs and the flists' routes are Sources; decorators (verified, limited) wrap
 // them.
 type Source interface {
 	Get(ctx context.Context, id []byte) ([]byte, error)

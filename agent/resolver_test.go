@@ -191,16 +191,17 @@ func TestResolverGetBlockDecodes(t *testing.T) {
 	}
 }
 
-// TestRateLimited: sources behind the uplink bound cannot deliver faster than it (past
-// the one-block burst).
+// TestRateLimited: sources behind the uplink bound (a hub and an flist's routes, say)
+// cannot deliver faster than it together (past the one-block burst).
 func TestRateLimited(t *testing.T) {
 	block := make([]byte, flist.BlockSize)
 	src := SourceFunc(func(context.Context, []byte) ([]byte, error) { return block, nil })
-	limited := rateLimited([]Source{src, src}, 4<<20)
+	uplink := newUplink(4 << 20)
+	sources := []Source{limited(src, uplink), limited(src, uplink)}
 	start := time.Now()
 	total := 0
 	for i := range 16 { // 8 MiB over both sources: at least (8 MiB - burst) / 4 MiB/s
-		data, err := limited[i%2].Get(t.Context(), nil)
+		data, err := sources[i%2].Get(t.Context(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

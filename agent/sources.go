@@ -49,15 +49,23 @@ func (v verified) Get(ctx context.Context, id []byte) ([]byte, error) {
 
 func (v verified) String() string { return fmt.Sprint(v.src) }
 
-// rateLimited bounds the bytes per second all of sources deliver together: one token
-// bucket for the uplink, with room for one block at a time.
-func rateLimited(sources []Source, bytesPerSecond int64) []Source {
-	lim := rate.NewLimiter(rate.Limit(bytesPerSecond), flist.MaxBlockStored)
-	out := make([]Source, len(sources))
-	for i, src := range sources {
-		out[i] = limitedSource{src, lim}
+// newUplink is the one token bucket of the thin uplink, shared by every hub and every
+// flist's routes (Config.HubRate), with room for one block at a time; nil means no
+// bound.
+func newUplink(bytesPerSecond int64) *rate.Limiter {
+	if bytesPerSecond <= 0 {
+		return nil
 	}
-	return out
+	return rate.NewLimiter(rate.Limit(bytesPerSecond), flist.MaxBlockStored)
+}
+
+// limited makes what src delivers wait for the uplink; src itself when there is no
+// bound.
+func limited(src Source, uplink *rate.Limiter) Source {
+	if uplink == nil {
+		return src
+	}
+	return limitedSource{src, uplink}
 }
 
 // limitedSource is a Source whose deliveries wait for a shared rate limiter.
@@ -98,7 +106,7 @@ func (d *Daemon) openRoutes(ctx context.Context, fl flist.Flist) (src Source, cl
 	if err != nil {
 		return nil, func() {}, err
 	}
-	src = verified{router, d.log}
+	src = limited(verified{router, d.log}, d.uplink)
 	done := d.resolver.useRoutes(src)
 	return src, func() {
 		done()

@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -331,4 +334,70 @@ func TestRestartFullDisk(t *testing.T) {
 	if got := fileHash(t, filepath.Join(mp, "data")); got != want {
 		t.Errorf("the file after a restart on a full disk: %s, want %s", got, want)
 	}
+}
+
+// TestKillLoop (issue 13): 20 times, a pull of a 60 MiB flist is started and the daemon
+// killed (kill -9) at a random moment, then started again. Every time the mount comes
+// back, every cached block hashes to its id, and a filesystem of someone else's is left
+// as it was; at the end every pull completes and the mount reads the whole tree. Each
+// round fetches a few MiB (the uplink's bound, and its one-block burst at each start),
+// so four flists take five rounds each and every round kills a pull in its middle.
+func TestKillLoop(t *testing.T) {
+	testkit.NeedFUSE(t)
+	h := runHub(t)
+	const flists, roundsEach = 4, 5
+	var srcs, cids []string
+	for i := range flists {
+		src := t.TempDir()
+		if out, err := exec.Command("go", "run", "../internal/tools/gentree", "-size", "60MiB", "-seed", strconv.Itoa(20+i), src).CombinedOutput(); err != nil {
+			t.Fatalf("gentree: %v\n%s", err, out)
+		}
+		srcs, cids = append(srcs, src), append(cids, lastLine(agent(t, "push", "--hub", h.URL, src)))
+	}
+	d := runDaemon(t, "--hub", h.URL, "--hub-rate", "4MiB")
+	mp := d.mountFlist(t, cids[0])
+	foreign := t.TempDir()
+	testTmpfs(t, foreign)
+
+	rng := rand.New(rand.NewPCG(13, 20))
+	interrupted := 0
+	for i := range flists * roundsEach {
+		pull := exec.Command(binary, "pull", "--api", d.Socket, cids[i/roundsEach])
+		if err := pull.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100*time.Millisecond + time.Duration(rng.Int64N(int64(600*time.Millisecond))))
+		d.cmd.Process.Kill() // kill -9, by pid
+		<-d.exited
+		if err := pull.Wait(); err != nil {
+			interrupted++
+		}
+		d.restart()
+		if entries, err := os.ReadDir(mp); err != nil || len(entries) == 0 {
+			t.Fatalf("round %d: after restart the mount lists %d entries: %v", i, len(entries), err)
+		}
+		d.checkCache(t)
+		if !isTmpfs(t, foreign) {
+			t.Fatalf("round %d: the foreign tmpfs was touched", i)
+		}
+		if t.Failed() {
+			t.Fatalf("round %d failed", i)
+		}
+	}
+	if interrupted < flists*roundsEach*3/4 {
+		t.Errorf("only %d of %d pulls were interrupted by the kill: the loop proves little", interrupted, flists*roundsEach)
+	}
+	t.Logf("%d of %d pulls interrupted by the kill", interrupted, flists*roundsEach)
+	for _, cid := range cids {
+		if out := d.cli(t, "pull", cid); lastLine(out) != cid {
+			t.Errorf("the last pull of %s printed %q", cid, out)
+		}
+	}
+	if st := d.status(t); len(st.Pinned) != flists || len(st.Mounts) != 1 {
+		t.Errorf("after the loop: pinned %v, mounts %v", st.Pinned, st.Mounts)
+	}
+	if n := d.checkCache(t); n == 0 {
+		t.Error("no block in the cache after the last pulls")
+	}
+	diffTrees(t, srcs[0], mp)
 }
