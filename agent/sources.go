@@ -8,10 +8,8 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/zosfs/zosfs-agent/cache"
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
-	"github.com/zosfs/zosfs-agent/p2p"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
@@ -88,11 +86,8 @@ func (s limitedSource) Get(ctx context.Context, id []byte) ([]byte, error) {
 func (s limitedSource) String() string { return fmt.Sprint(s.src) }
 
 // isNotFound reports whether err says a source does not have a block (as opposed to
-// failing to answer).
-func isNotFound(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, hub.ErrNotFound) ||
-		errors.Is(err, cache.ErrNotFound) || errors.Is(err, p2p.ErrNotFound)
-}
+// failing to answer): every package's not-found matches flist.ErrNotFound.
+func isNotFound(err error) bool { return errors.Is(err, flist.ErrNotFound) }
 
 // openRoutes opens the stores the routes of fl name, as one verified source (nil when
 // fl has no routes), and makes it a source of the resolver's fetches for neighbours

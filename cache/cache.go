@@ -69,7 +69,7 @@ import (
 var (
 	// ErrNotFound: the cache does not hold the block (or held a copy that failed
 	// verification and has just been dropped): fetch it elsewhere.
-	ErrNotFound = errors.New("block not in cache")
+	ErrNotFound = flist.NotFound("block not in cache")
 	// ErrFull: a block does not fit under Config.MaxBytes even after evicting every
 	// unpinned block. ErrDiskFull and ErrReadOnly wrap it.
 	ErrFull = errors.New("cache full of pinned blocks")

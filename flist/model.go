@@ -16,7 +16,10 @@ import (
 
 // Errors returned by readers. Callers test them with errors.Is.
 var (
-	// ErrNotFound: no entry with that inode number or name.
+	// ErrNotFound: no entry with that inode number or name. It is also the one
+	// not-found of the project: every package's own (a block no store, hub, cache or
+	// peer has) is made with NotFound and matches it, so errors.Is(err, ErrNotFound)
+	// asks them all.
 	ErrNotFound = errors.New("not found")
 	// ErrNotDir: a directory operation on an entry that is not a directory.
 	ErrNotDir = errors.New("not a directory")
@@ -25,6 +28,15 @@ var (
 	// ErrFormat: the file is not an flist of any known format.
 	ErrFormat = errors.New("not an flist")
 )
+
+// NotFound returns a not-found error of its own (its own message, and errors.Is matches
+// it as a sentinel) that also matches ErrNotFound.
+func NotFound(msg string) error { return notFound(msg) }
+
+type notFound string
+
+func (e notFound) Error() string        { return string(e) }
+func (e notFound) Is(target error) bool { return target == ErrNotFound }
 
 // Format names an flist file format.
 type Format string

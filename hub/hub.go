@@ -63,7 +63,7 @@ import (
 
 // ErrNotFound: the hub does not hold the block, flist or name. Client errors for a 404
 // wrap it.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = flist.NotFound("not found")
 
 // DefaultListen is the address Run listens on when Config.Listen is empty: loopback only,
 // so that exposing a hub is a deliberate choice.

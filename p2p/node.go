@@ -74,7 +74,7 @@ const (
 var (
 	// ErrNotFound: no peer answered with the block or flist (none has it, or every one
 	// that has it failed or sent a wrong one): fetch it elsewhere.
-	ErrNotFound = errors.New("not found on peers")
+	ErrNotFound = flist.NotFound("not found on peers")
 	// ErrBanned: the peer is banned (it sent a wrong block or broke the protocol).
 	ErrBanned = errors.New("peer banned")
 	// ErrNotStarted: the node has not been started, or has been closed.

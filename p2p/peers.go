@@ -8,6 +8,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // Per-peer bounds of the serving side: what one peer may cost this node, whatever it
@@ -156,7 +158,7 @@ func (n *Node) fetchedFor(p peer.ID, ps *peerServe, err error) {
 	switch {
 	case err == nil:
 		ps.fetchMisses = 0
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, flist.ErrNotFound): // from any source the hook asked
 		ps.fetchMisses++
 	}
 	misses := ps.fetchMisses

@@ -33,7 +33,7 @@ import (
 // Sentinel errors; test them with errors.Is.
 var (
 	// ErrNotFound: the store does not hold the block.
-	ErrNotFound = errors.New("block not found")
+	ErrNotFound = flist.NotFound("block not found")
 	// ErrReadOnly: Put on a store that cannot be written.
 	ErrReadOnly = errors.New("store is read-only")
 	// ErrUnsupported: a URL with an unknown scheme, or one that cannot name a store.
