@@ -2,12 +2,12 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
 
@@ -63,7 +63,7 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, fli
 						continue // evicted since: no longer announced
 					}
 					if err := node.Provide(ctx, id); err != nil && ctx.Err() == nil {
-						log.Debug("announcing a block failed", "id", hexID(id), "err", err)
+						log.Debug("announcing a block failed", "id", flist.HexID(id), "err", err)
 					}
 				}
 			}
@@ -94,5 +94,3 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, fli
 		}
 	}
 }
-
-func hexID(id []byte) string { return fmt.Sprintf("%x", id) }

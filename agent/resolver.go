@@ -225,7 +225,7 @@ func (r *Resolver) fetchMissing(ctx context.Context, id []byte, remote []Source,
 	}
 	r.cfg.Latency.Observe(source, time.Since(start))
 	if err := r.cfg.Cache.PutVerified(ctx, id, data); err != nil {
-		r.log.Warn("caching a block failed", "id", hexID(id), "err", err)
+		r.log.Warn("caching a block failed", "id", flist.HexID(id), "err", err)
 	}
 	return data, nil
 }
@@ -244,7 +244,7 @@ func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
 	defer cancel()
 	data, err := r.cfg.Peers.FetchVia(ctx, p, id)
 	if err != nil {
-		r.log.Debug("the designated fetcher did not give the block", "id", hexID(id), "peer", p, "err", err)
+		r.log.Debug("the designated fetcher did not give the block", "id", flist.HexID(id), "peer", p, "err", err)
 	}
 	return data, err
 }
@@ -259,7 +259,7 @@ func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
 	defer cancel()
 	data, err := r.cfg.Peers.Get(ctx, id)
 	if err != nil {
-		r.log.Debug("no neighbour gave the block", "id", hexID(id), "err", err)
+		r.log.Debug("no neighbour gave the block", "id", flist.HexID(id), "err", err)
 	}
 	return data, err
 }

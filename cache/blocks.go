@@ -19,9 +19,6 @@ import (
 // any it finds (left by a crash).
 const tmpPrefix = atomicfile.TmpPrefix
 
-// hexID returns the lower-case hex form of id.
-func hexID(id []byte) string { return hex.EncodeToString(id) }
-
 // parseName returns the id a block file name stands for, if it is one: the lower-case
 // hex of a 32- or 16-byte id.
 func parseName(name string) ([]byte, bool) {
@@ -29,7 +26,7 @@ func parseName(name string) ([]byte, bool) {
 		return nil, false
 	}
 	id, err := hex.DecodeString(name)
-	if err != nil || hexID(id) != name {
+	if err != nil || flist.HexID(id) != name {
 		return nil, false
 	}
 	return id, true
@@ -42,7 +39,7 @@ func parseFanout(name string) (byte, bool) {
 		return 0, false
 	}
 	b, err := hex.DecodeString(name)
-	if err != nil || hexID(b) != name {
+	if err != nil || flist.HexID(b) != name {
 		return 0, false
 	}
 	return b[0], true

@@ -205,16 +205,8 @@ func (c *Cache) String() string { return "cache:" + c.dir }
 
 // path returns the file of block id.
 func (c *Cache) path(id []byte) string {
-	h := hexID(id)
+	h := flist.HexID(id)
 	return filepath.Join(c.blocksDir, h[:2], h)
-}
-
-// checkID refuses ids that cannot name a block: v2 ids are 32 bytes, legacy ones 16.
-func checkID(id []byte) error {
-	if len(id) != 32 && len(id) != 16 {
-		return fmt.Errorf("invalid block id of %d bytes (want 32 or 16)", len(id))
-	}
-	return nil
 }
 
 // enter checks ctx and registers a call in progress; the caller must call c.ops.Done.
@@ -233,7 +225,7 @@ func (c *Cache) enter(ctx context.Context) error {
 
 // begin is enter for a call on block id; errors are wrapped with op and the id.
 func (c *Cache) begin(ctx context.Context, op string, id []byte) error {
-	if err := checkID(id); err != nil {
+	if err := flist.CheckBlockID(id); err != nil {
 		return fmt.Errorf("cache: %s: %w", op, err)
 	}
 	if err := c.enter(ctx); err != nil {
@@ -291,12 +283,12 @@ func (c *Cache) Get(ctx context.Context, id []byte) ([]byte, error) {
 	case errors.Is(err, os.ErrNotExist):
 		// Evicted since we looked (then drop does nothing), or removed behind our back.
 		if c.drop(e) {
-			c.log.Warn("block file missing; dropped", "id", hexID(id))
+			c.log.Warn("block file missing; dropped", "id", flist.HexID(id))
 		}
 		return nil, fmt.Errorf("cache: get %x: %w", id, ErrNotFound)
 	case errors.Is(err, flist.ErrBlockCorrupt):
 		if c.drop(e) {
-			c.log.Warn("damaged block dropped", "id", hexID(id), "err", err)
+			c.log.Warn("damaged block dropped", "id", flist.HexID(id), "err", err)
 		}
 		return nil, fmt.Errorf("cache: get %x: %w (damaged copy dropped: %v)", id, ErrNotFound, err)
 	}
@@ -535,7 +527,7 @@ func (c *Cache) removeBlocks(victims []*entry) {
 	}
 	for _, e := range victims {
 		if err := os.Remove(c.path([]byte(e.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.log.Warn("removing block file", "id", hexID([]byte(e.id)), "err", err)
+			c.log.Warn("removing block file", "id", flist.HexID([]byte(e.id)), "err", err)
 		}
 	}
 }

@@ -58,7 +58,7 @@ func parsePinKey(k []byte) (owner string, id []byte, ok bool) {
 		return "", nil, false
 	}
 	owner, id = string(k[1:i]), k[i+1:]
-	if checkOwner(owner) != nil || checkID(id) != nil {
+	if checkOwner(owner) != nil || flist.CheckBlockID(id) != nil {
 		return "", nil, false
 	}
 	return owner, id, true
@@ -238,7 +238,7 @@ func (c *Cache) scanIndex() (recs map[string]*record, junk *leveldb.Batch, versi
 		case prefixBlock, prefixRecency:
 			id := k[1:]
 			n, ok := decodeUint(v)
-			if checkID(id) != nil || !ok || (k[0] == prefixBlock && n > MaxBlockSize) {
+			if flist.CheckBlockID(id) != nil || !ok || (k[0] == prefixBlock && n > MaxBlockSize) {
 				junk.Delete(bytes.Clone(k))
 				continue
 			}

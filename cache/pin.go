@@ -9,6 +9,8 @@ import (
 	"github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 	"github.com/syndtr/goleveldb/leveldb/util"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // pinCheckEvery is how many ids Pin looks up in the index between two checks of its
@@ -37,7 +39,7 @@ func (c *Cache) Pin(ctx context.Context, owner string, ids [][]byte) error {
 		return fmt.Errorf("cache: pin: %w", err)
 	}
 	for _, id := range ids {
-		if err := checkID(id); err != nil {
+		if err := flist.CheckBlockID(id); err != nil {
 			return fmt.Errorf("cache: pin %s: %w", owner, err)
 		}
 	}

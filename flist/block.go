@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -69,6 +70,18 @@ func DecodeBlock(b Block, data []byte) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("%w: id of %d bytes and key of %d bytes", ErrBlockCorrupt, len(b.ID), len(b.Key))
 }
+
+// CheckBlockID refuses ids that cannot name a block: v2 ids are 32 bytes (BLAKE2b-256),
+// legacy ones 16 (BLAKE2b-128). It is the one rule for a block id, wherever one comes in.
+func CheckBlockID(id []byte) error {
+	if len(id) != 32 && len(id) != 16 {
+		return fmt.Errorf("invalid block id of %d bytes (want 32, or 16 for a legacy block)", len(id))
+	}
+	return nil
+}
+
+// HexID is the lower-case hex form of a block id, as logs, paths and URLs write it.
+func HexID(id []byte) string { return hex.EncodeToString(id) }
 
 // VerifyBlock checks that stored bytes hash to id, without decoding them. Caches and peers
 // use it to accept a block they cannot (and need not) decrypt.

@@ -152,11 +152,11 @@ func blockPath(id []byte) string {
 	return "/blocks/" + x[:2] + "/" + x
 }
 
-// checkBlockID refuses ids no block can have (v2 ids are 32 bytes, legacy ones 16) before
-// anything is sent: the hub would only answer 404.
+// checkBlockID refuses ids no block can have before anything is sent: the hub would
+// only answer 404.
 func checkBlockID(id []byte) error {
-	if len(id) != 32 && len(id) != 16 {
-		return fmt.Errorf("hub: invalid block id of %d bytes", len(id))
+	if err := flist.CheckBlockID(id); err != nil {
+		return fmt.Errorf("hub: %w", err)
 	}
 	return nil
 }

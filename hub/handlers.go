@@ -181,7 +181,7 @@ func (s *Server) writer(h http.HandlerFunc) http.HandlerFunc {
 // parseBlockID parses a hex block id of 32 or 16 bytes.
 func parseBlockID(x string) ([]byte, error) {
 	id, err := hex.DecodeString(x)
-	if err != nil || (len(id) != 32 && len(id) != 16) {
+	if err != nil || flist.CheckBlockID(id) != nil {
 		return nil, fmt.Errorf("block id %.80q: want 64 (or 32, legacy) hex digits", x)
 	}
 	return id, nil

@@ -3,7 +3,6 @@ package p2p
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -33,31 +32,31 @@ func (n *Node) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, erro
 }
 
 func (n *Node) fetch(ctx context.Context, p peer.ID, id []byte, flags byte) ([]byte, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
+	if err := flist.CheckBlockID(id); err != nil {
+		return nil, fmt.Errorf("p2p: %w", err)
 	}
 	if _, ok := n.running(); !ok {
 		return nil, ErrNotStarted
 	}
 	if p == n.id {
-		return nil, fmt.Errorf("p2p: fetch block %s: peer %s is this node", hexID(id), p)
+		return nil, fmt.Errorf("p2p: fetch block %s: peer %s is this node", flist.HexID(id), p)
 	}
 	if n.bans.banned(p) {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", hexID(id), p, ErrBanned)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, ErrBanned)
 	}
 	s, err := n.session(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", hexID(id), p, err)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, err)
 	}
 	status, data, err := s.roundTrip(ctx, id, flags)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", hexID(id), p, err)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, err)
 	}
 	switch status {
 	case statusNotFound:
-		return nil, fmt.Errorf("p2p: block %s: %w (asked %s)", hexID(id), ErrNotFound, p)
+		return nil, fmt.Errorf("p2p: block %s: %w (asked %s)", flist.HexID(id), ErrNotFound, p)
 	case statusError:
-		return nil, fmt.Errorf("p2p: block %s: peer %s failed: %q", hexID(id), p, data)
+		return nil, fmt.Errorf("p2p: block %s: peer %s failed: %q", flist.HexID(id), p, data)
 	}
 	if err := flist.VerifyBlock(id, data); err != nil {
 		n.stats.rejected.Add(1)
@@ -340,13 +339,3 @@ func (s *session) fail(err error) {
 	}
 	s.end(err)
 }
-
-// checkID refuses ids that cannot name a block: v2 ids are 32 bytes, legacy ones 16.
-func checkID(id []byte) error {
-	if len(id) != 32 && len(id) != 16 {
-		return fmt.Errorf("p2p: invalid block id of %d bytes (want 32 or 16)", len(id))
-	}
-	return nil
-}
-
-func hexID(id []byte) string { return hex.EncodeToString(id) }

@@ -255,7 +255,7 @@ func (n *Node) serveFlist(s network.Stream) error {
 		return answer(statusNotFound, "")
 	}
 	if err != nil {
-		n.log.Debug("opening an flist for a peer failed", "digest", hexID(digest[:]), "err", err)
+		n.log.Debug("opening an flist for a peer failed", "digest", flist.HexID(digest[:]), "err", err)
 		return answer(statusError, "not served: cannot open the flist")
 	}
 	defer rc.Close()

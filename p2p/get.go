@@ -104,11 +104,11 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	case err == nil:
 		return data, nil
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("p2p: block %s: %w: %w", hexID(id), ErrNotFound, ctx.Err())
+		return nil, fmt.Errorf("p2p: block %s: %w: %w", flist.HexID(id), ErrNotFound, ctx.Err())
 	case len(errs) == 0:
-		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", hexID(id), ErrNotFound)
+		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", flist.HexID(id), ErrNotFound)
 	}
-	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", hexID(id), ErrNotFound, len(errs), errors.Join(errs...))
+	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", flist.HexID(id), ErrNotFound, len(errs), errors.Join(errs...))
 }
 
 // peersSpeaking returns the connected peers that speak proto, or may: those whose
@@ -139,8 +139,8 @@ func (n *Node) rememberAddrs(ai peer.AddrInfo) {
 
 // blockCID checks id and that the node runs, and returns the block's CID.
 func (n *Node) blockCID(id []byte) (cid.Cid, error) {
-	if err := checkID(id); err != nil {
-		return cid.Undef, err
+	if err := flist.CheckBlockID(id); err != nil {
+		return cid.Undef, fmt.Errorf("p2p: %w", err)
 	}
 	if _, ok := n.running(); !ok {
 		return cid.Undef, ErrNotStarted

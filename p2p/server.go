@@ -160,7 +160,7 @@ func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uin
 			return failed(ctx)
 		}
 		// Gone since Has (evicted), or unreadable: to the peer it is all "not here".
-		n.log.Debug("serving a block failed", "id", hexID(id), "err", err, "size", len(data))
+		n.log.Debug("serving a block failed", "id", flist.HexID(id), "err", err, "size", len(data))
 		return notFound
 	}
 	return response{reqID: reqID, status: statusOK, data: data, mem: true}
@@ -184,7 +184,7 @@ func (n *Node) serveFetched(ctx context.Context, p peer.ID, ps *peerServe, reqID
 		n.fetchedFor(p, ps, err)
 	}
 	if err != nil || len(data) > flist.MaxBlockStored {
-		n.log.Debug("fetching a block for a peer failed", "id", hexID(id), "err", err, "size", len(data))
+		n.log.Debug("fetching a block for a peer failed", "id", flist.HexID(id), "err", err, "size", len(data))
 		msg := "fetch failed"
 		if err != nil {
 			msg += ": " + err.Error()

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/internal/atomicfile"
 
 	"context"
@@ -54,7 +55,7 @@ func (d *Dir) String() string { return "dir://" + filepath.ToSlash(d.root) }
 func (d *Dir) Close() error { return nil }
 
 func (d *Dir) paths(id []byte) (nested, flat string) {
-	h := hexID(id)
+	h := flist.HexID(id)
 	return filepath.Join(d.root, h[:2], h), filepath.Join(d.root, h)
 }
 

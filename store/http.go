@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // HTTP is a read-only store served over HTTP(S): block X (hex) is fetched from
@@ -64,7 +66,7 @@ func (h *HTTP) Get(ctx context.Context, id []byte) ([]byte, error) {
 	if err := begin(ctx, h, "get", id); err != nil {
 		return nil, err
 	}
-	x := hexID(id)
+	x := flist.HexID(id)
 	for _, p := range []string{x[:2] + "/" + x, x} {
 		data, found, err := h.get(ctx, http.MethodGet, p)
 		if err != nil {
@@ -82,7 +84,7 @@ func (h *HTTP) Has(ctx context.Context, id []byte) (bool, error) {
 	if err := begin(ctx, h, "has", id); err != nil {
 		return false, err
 	}
-	x := hexID(id)
+	x := flist.HexID(id)
 	for _, p := range []string{x[:2] + "/" + x, x} {
 		_, found, err := h.get(ctx, http.MethodHead, p)
 		if err != nil {

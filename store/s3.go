@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // S3DefaultRegion is the region of an s3:// URL that names none.
@@ -131,7 +133,7 @@ func (s *S3) Get(ctx context.Context, id []byte) ([]byte, error) {
 	if err := begin(ctx, s, "get", id); err != nil {
 		return nil, err
 	}
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(hexID(id))})
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(flist.HexID(id))})
 	if err != nil {
 		return nil, s.wrap(ctx, "get", id, err)
 	}
@@ -154,7 +156,7 @@ func (s *S3) Has(ctx context.Context, id []byte) (bool, error) {
 	if err := begin(ctx, s, "has", id); err != nil {
 		return false, err
 	}
-	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(hexID(id))})
+	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(flist.HexID(id))})
 	if err != nil {
 		err = s.wrap(ctx, "has", id, err)
 		if errors.Is(err, ErrNotFound) {
@@ -175,7 +177,7 @@ func (s *S3) Put(ctx context.Context, id []byte, data []byte) error {
 	}
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &s.cfg.Bucket,
-		Key:           aws.String(hexID(id)),
+		Key:           aws.String(flist.HexID(id)),
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 	})

@@ -23,7 +23,6 @@ import (
 	"github.com/zosfs/zosfs-agent/flist"
 
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -46,9 +45,6 @@ var (
 // write) anything larger, so a hostile or broken store cannot make a reader use
 // unbounded memory.
 const MaxBlockSize = flist.MaxBlockStored
-
-// maxIDLen bounds the length of a block id (v2 ids are 32 bytes, legacy ones 16).
-const maxIDLen = 64
 
 // Store is a block store. Implementations are safe for concurrent use.
 type Store interface {
@@ -173,17 +169,9 @@ func StripPassword(rawURL string) string {
 	return b.String()
 }
 
-// checkID refuses ids that cannot name a block.
-func checkID(id []byte) error {
-	if len(id) == 0 || len(id) > maxIDLen {
-		return fmt.Errorf("invalid block id of %d bytes", len(id))
-	}
-	return nil
-}
-
 // begin checks ctx and id before an operation on a store; the error names the store.
 func begin(ctx context.Context, s fmt.Stringer, op string, id []byte) error {
-	if err := checkID(id); err != nil {
+	if err := flist.CheckBlockID(id); err != nil {
 		return fmt.Errorf("%s: %s: %w", s, op, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -199,9 +187,6 @@ func checkPut(s fmt.Stringer, id, data []byte) error {
 	}
 	return nil
 }
-
-// hexID returns the lower-case hex form of id.
-func hexID(id []byte) string { return hex.EncodeToString(id) }
 
 // tooLarge is the error for a block bigger than MaxBlockSize.
 func tooLarge(n int64) error {
