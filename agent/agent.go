@@ -301,6 +301,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 		FetchedBytes: map[string]int64{"cache": d.fetched.Cache.Load(), "peers": d.fetched.Peers.Load(), "hub": d.fetched.Hub.Load()},
 		PeerBytes:    peerBytes,
 		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, ServedFlists: ns.ServedFlists, Rejected: ns.Rejected,
+		WriteTimeouts: ns.WriteTimeouts, FetchRefused: ns.FetchRefused,
 		CacheBytes: cs.Bytes, CacheBlocks: cs.Blocks, CacheMax: cs.Max,
 		Peers: len(d.node.Peers()), Mounts: len(d.mounts.list()),
 		Lookup: d.lookup.Snapshot(),

@@ -21,11 +21,15 @@ type Snapshot struct {
 	ServedBlocks int64 // blocks sent to neighbours
 	ServedFlists int64 // flist files sent to neighbours
 	Rejected     int64 // blocks from peers that did not match their id
-	CacheBytes   int64
-	CacheBlocks  int64
-	CacheMax     int64 // 0: no bound
-	Peers        int   // connected neighbours
-	Mounts       int
+	// WriteTimeouts counts block streams dropped because the peer stopped reading;
+	// FetchRefused the requests to fetch for a peer beyond its budget.
+	WriteTimeouts int64
+	FetchRefused  int64
+	CacheBytes    int64
+	CacheBlocks   int64
+	CacheMax      int64 // 0: no bound
+	Peers         int   // connected neighbours
+	Mounts        int
 	// Lookup is how long blocks missing from the cache took to arrive, by the source
 	// that delivered them (peers, fetcher, hub).
 	Lookup map[string]Histogram
@@ -43,6 +47,8 @@ var (
 	descCacheMax     = prometheus.NewDesc("zosfs_cache_max_bytes", "Bound on the block cache (0: none).", nil, nil)
 	descPeers        = prometheus.NewDesc("zosfs_peers", "Connected neighbours.", nil, nil)
 	descMounts       = prometheus.NewDesc("zosfs_mounts", "Flists mounted.", nil, nil)
+	descWriteTimeout = prometheus.NewDesc("zosfs_serve_write_timeouts_total", "Block streams dropped because the neighbour stopped reading.", nil, nil)
+	descFetchRefused = prometheus.NewDesc("zosfs_fetch_for_peer_refused_total", "Requests to fetch a block for a neighbour refused: beyond its budget.", nil, nil)
 	descLookup       = prometheus.NewDesc("zosfs_lookup_seconds", "Time for a block missing from the cache to arrive, by the source that delivered it (peers, fetcher: the block's designated fetcher of the first wave, hub).", []string{"source"}, nil)
 )
 
@@ -51,7 +57,7 @@ type collector struct{ snapshot func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks, descServedFlists,
-		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descLookup} {
+		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descWriteTimeout, descFetchRefused, descLookup} {
 		ch <- d
 	}
 }
@@ -73,6 +79,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCacheMax, prometheus.GaugeValue, float64(s.CacheMax))
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(s.Peers))
 	ch <- prometheus.MustNewConstMetric(descMounts, prometheus.GaugeValue, float64(s.Mounts))
+	ch <- prometheus.MustNewConstMetric(descWriteTimeout, prometheus.CounterValue, float64(s.WriteTimeouts))
+	ch <- prometheus.MustNewConstMetric(descFetchRefused, prometheus.CounterValue, float64(s.FetchRefused))
 	for src, h := range s.Lookup {
 		buckets := make(map[float64]uint64, len(latencyBuckets))
 		var cum uint64

@@ -85,6 +85,6 @@
 // blocks this node fetches on a peer's behalf, as their designated fetcher, are bounded
 // by a token bucket per peer (Config.FetchRate, Config.FetchBurst): beyond it the request
 // is answered with an error at once and the peer goes to its own hub. A peer that keeps
-// asking for blocks that Service.Fetch finds nowhere (its error wraps ErrNotFound,
-// fetchMissesBan in a row) is banned.
+// asking for blocks that Service.Fetch finds nowhere (its error matches
+// flist.ErrNotFound, fetchMissesBan in a row) is banned.
 package p2p
