@@ -72,6 +72,7 @@ func TestResolverFirstWave(t *testing.T) {
 		hub := &fakeSource{delay: 50 * time.Millisecond, fn: serving(hubBlocks)}
 		nb := &fakeNeighbours{}
 		r, _, stats := newTestResolver(ResolverConfig{Peers: nb}, hub)
+		defer r.inUse.add([]flist.Block{b})() // a block of an flist this node uses
 		var wg sync.WaitGroup
 		errs := make(chan error, 11)
 		for i := range 11 {
@@ -127,6 +128,7 @@ func TestResolverRoutesForPeers(t *testing.T) {
 		CanFetch: func(ok bool) { can = append(can, ok) },
 	})
 	r.announceFetching()
+	defer r.inUse.add([]flist.Block{b})()
 	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
 		t.Fatalf("FetchForPeer with nowhere to fetch from: %v, want errNotFetcher", err)
 	}
@@ -142,5 +144,34 @@ func TestResolverRoutesForPeers(t *testing.T) {
 	done()
 	if want := []bool{false, true, false}; !slices.Equal(can, want) {
 		t.Errorf("canFetch calls %v, want %v", can, want)
+	}
+}
+
+// TestFetchForPeerOnlyInUse (issue 13, 3): the node fetches for a neighbour only the
+// blocks of flists it has in use; while an flist's blocks are being listed, any block
+// may be one of them.
+func TestFetchForPeerOnlyInUse(t *testing.T) {
+	b, data := flist.EncodeBlock([]byte("in use"))
+	hub := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	r, _, _ := newTestResolver(ResolverConfig{Peers: &fakeNeighbours{}}, hub)
+	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) || hub.calls.Load() != 0 {
+		t.Fatalf("a block of no flist in use: %v after %d hub calls, want errNotFetcher and none", err, hub.calls.Load())
+	}
+	done := r.inUse.add([]flist.Block{b})
+	if got, err := r.FetchForPeer(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("a block of an flist in use: %v", err)
+	}
+	done()
+	if r.inUse.has(b.ID) {
+		t.Error("the block is still in use after its flist's use ended")
+	}
+	other, _ := flist.EncodeBlock([]byte("not in use"))
+
+	// An flist being listed: its blocks are not known yet, so none is refused.
+	r.inUse.mu.Lock()
+	r.inUse.listing++
+	r.inUse.mu.Unlock()
+	if !r.inUse.has(other.ID) {
+		t.Error("a block refused while an flist's blocks were being listed")
 	}
 }

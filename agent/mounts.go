@@ -35,8 +35,9 @@ type activeMount struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the mount's Run has returned
 	fl     flist.Flist
-	// closeRoutes ends the use of the flist's routes (see openRoutes).
-	closeRoutes func()
+	// closeRoutes ends the use of the flist's routes (see openRoutes), unuse that of
+	// its blocks (blocksInUse.useFlist).
+	closeRoutes, unuse func()
 }
 
 func newMountManager(d *Daemon, state string) *mountManager {
@@ -130,7 +131,10 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 		closeRoutes()
 		return err
 	}
-	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, closeRoutes: closeRoutes}
+	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, closeRoutes: closeRoutes,
+		unuse: m.d.resolver.inUse.useFlist(fl, func(err error) {
+			m.d.log.Warn("listing the flist's blocks failed; neighbours will not get them through this node", "cid", info.CID, "err", err)
+		})}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	runErr := make(chan error, 1)
@@ -160,6 +164,7 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 }
 
 func (a *activeMount) close() {
+	a.unuse() // first: it reads fl
 	a.fl.Close()
 	a.closeRoutes()
 }

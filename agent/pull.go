@@ -44,6 +44,7 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 	if err := d.cache.Pin(ctx, c.String(), ids); err != nil {
 		return api.PullProgress{}, err
 	}
+	defer d.resolver.inUse.add(blocks)()
 	var extra []Source
 	routes, closeRoutes, err := d.openRoutes(ctx, fl)
 	if err != nil {

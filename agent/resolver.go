@@ -106,6 +106,8 @@ type Resolver struct {
 
 	routesMu sync.Mutex
 	routes   map[*routeSet]struct{} // the routes of the flists in use, for FetchForPeer
+	// inUse is the blocks of the flists in use: FetchForPeer fetches only those.
+	inUse blocksInUse
 }
 
 // routeSet is one registration of an flist's routes (see useRoutes).
@@ -175,14 +177,19 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 func (r *Resolver) Busy() bool { return r.waiting.Load() > 0 }
 
 // FetchForPeer gets block id for a neighbour that asked this node as the block's
-// designated fetcher (p2p.Config.Fetch): like Fetch, from the hubs and the routes of the
+// designated fetcher (p2p.Service.Fetch): like Fetch, from the hubs and the routes of the
 // flists in use (useRoutes), sharing the fetch with the node's own reads of the block,
 // but never passing the request on to another designated fetcher (so requests cannot go
-// round in circles), and only when this node, too, sees itself as the fetcher and has
-// somewhere to fetch from: otherwise the neighbour goes to its hub itself.
+// round in circles), and only for a block of an flist this node has in use (mounted or
+// being pulled), when it too sees itself as the fetcher and has somewhere to fetch from:
+// otherwise the neighbour goes to its hub itself. (The p2p node bounds how many a peer
+// may ask for.)
 func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
 	if data, err := r.cfg.Cache.Get(ctx, id); err == nil {
 		return data, nil
+	}
+	if !r.inUse.has(id) {
+		return nil, fmt.Errorf("block %x: %w: it is of no flist in use here", id, errNotFetcher)
 	}
 	if r.cfg.Peers != nil {
 		if p, ok := r.cfg.Peers.Fetcher(id); ok {

@@ -80,8 +80,8 @@
 // No one peer can starve the others (peers.go). The blocks held in memory for serving
 // are bounded for all peers together (serveMemBlocks) and for each peer, across its
 // streams (servePeerBlocks, an eighth of it). Each response write is bounded
-// (serveWriteTimeout): a peer that stops reading loses the stream and the memory it held,
-// and one whose writes time out again and again (writeTimeoutStrikes) is banned. The
+// (Config.WriteTimeout): a peer that stops reading loses the stream and the memory it
+// held, and one whose writes time out again and again (writeTimeoutStrikes) is banned. The
 // blocks this node fetches on a peer's behalf, as their designated fetcher, are bounded
 // by a token bucket per peer (Config.FetchRate, Config.FetchBurst): beyond it the request
 // is answered with an error at once and the peer goes to its own hub. A peer that keeps

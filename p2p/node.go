@@ -49,6 +49,13 @@ const (
 	// DefaultHedgeDelay is how long Get waits for a first peer before asking a second
 	// one in parallel: a LAN round trip plus a disk read is well under it.
 	DefaultHedgeDelay = 150 * time.Millisecond
+	// DefaultWriteTimeout bounds one response write (up to a whole block of
+	// flist.BlockSize, 512 KiB: 10 s is a link slower than 52 KiB/s, too slow to be a
+	// neighbour worth serving). A peer that stops reading its stream for that long
+	// loses it: the stream is reset and the memory its answers held is freed; one whose
+	// writes time out again and again is banned (writeTimeoutStrikes). Waits for
+	// Config.ServeRate are not part of it.
+	DefaultWriteTimeout = 10 * time.Second
 	// DefaultBanDuration is how long a peer that sent a wrong block, or broke the
 	// protocol, stays banned (disconnected, no dial, no inbound connection).
 	DefaultBanDuration = 10 * time.Minute
@@ -115,6 +122,8 @@ type Config struct {
 	HedgeDelay time.Duration
 	// BanDuration is how long a misbehaving peer stays banned; 0 means DefaultBanDuration.
 	BanDuration time.Duration
+	// WriteTimeout bounds one response write to a peer; 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// ServeRate bounds the bytes per second of blocks served to peers, all peers
 	// together; 0 means no bound.
 	ServeRate int64
@@ -210,6 +219,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.BanDuration <= 0 {
 		cfg.BanDuration = DefaultBanDuration
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.FetchRate == 0 {
 		cfg.FetchRate = DefaultFetchRate

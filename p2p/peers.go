@@ -23,7 +23,7 @@ const (
 	// blocks in flight keep a LAN link to one peer busy.
 	servePeerBlocks = 8
 	// writeTimeoutStrikes is how many response writes to one peer may time out
-	// (serveWriteTimeout, each one costs it the stream) within strikeWindow before the
+	// (Config.WriteTimeout, each one costs it the stream) within strikeWindow before the
 	// peer is banned like a protocol breaker: an honest client reads every answer as it
 	// comes, so repeated stalls are an attack (or a link too slow to serve anyway).
 	writeTimeoutStrikes = 3
@@ -147,7 +147,7 @@ func (n *Node) writeTimedOut(p peer.ID, ps *peerServe) {
 	}
 	n.peersMu.Unlock()
 	if strikes >= writeTimeoutStrikes {
-		n.penalise(p, fmt.Errorf("%w: %d response writes timed out (after %v each)", errStalled, strikes, serveWriteTimeout))
+		n.penalise(p, fmt.Errorf("%w: %d response writes timed out (after %v each)", errStalled, strikes, n.cfg.WriteTimeout))
 	}
 }
 

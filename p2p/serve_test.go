@@ -56,7 +56,8 @@ func request(reqID uint64, id []byte, flags byte) []byte {
 func TestStallingReader(t *testing.T) {
 	blocks := makeBlocks(t, 20, 512<<10)
 	store := newStore(blocks...)
-	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: store})
+	// A short write timeout, so that the staller's strikes come within the test's time.
+	a := startNode(t, p2p.Config{WriteTimeout: 3 * time.Second}, p2p.Service{Blocks: store})
 
 	// The staller: 3 streams, 32 requests on each (the most a stream is served at
 	// once), never a byte read.

@@ -32,13 +32,6 @@ const (
 	fetchThroughTimeout = 60 * time.Second
 	// serveGetTimeout bounds one read of the block store.
 	serveGetTimeout = 10 * time.Second
-	// serveWriteTimeout bounds one response write (up to a whole block of
-	// flist.MaxBlockStored, about 512 KiB: 10 s is a link slower than 52 KiB/s, too slow
-	// to be a neighbour worth serving). A peer that stops reading its stream for that
-	// long loses it: the stream is reset and the memory its answers held is freed; one
-	// whose writes time out again and again is banned (writeTimeoutStrikes). Waits for
-	// Config.ServeRate are not part of it.
-	serveWriteTimeout = 10 * time.Second
 	// ioBufferSize is the size of the buffers on each side of a block stream.
 	ioBufferSize = 64 << 10
 )
@@ -209,7 +202,7 @@ func (n *Node) writeResponses(s network.Stream, ps *peerServe, out <-chan respon
 		if err == nil {
 			if n.serveLimit != nil && len(r.data) > 0 {
 				// Send what is buffered before waiting for the rate.
-				s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
+				s.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
 				if err = bw.Flush(); err == nil {
 					err = n.serveLimit.WaitN(n.ctx, len(r.data))
 				}
@@ -219,7 +212,7 @@ func (n *Node) writeResponses(s network.Stream, ps *peerServe, out <-chan respon
 			}
 		}
 		if err == nil {
-			s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
+			s.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
 			hdr = appendResponseHeader(hdr[:0], r.reqID, r.status, len(r.data))
 			_, err = bw.Write(hdr)
 			if err == nil {
@@ -241,14 +234,14 @@ func (n *Node) writeResponses(s network.Stream, ps *peerServe, out <-chan respon
 		<-slots
 	}
 	if err == nil {
-		s.SetWriteDeadline(time.Now().Add(serveWriteTimeout))
+		s.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
 		err = bw.Flush()
 	}
 	return err
 }
 
 // isTimeout reports whether err is a deadline's (a write that took longer than
-// serveWriteTimeout), as opposed to a reset or a closed stream.
+// Config.WriteTimeout), as opposed to a reset or a closed stream.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -29,7 +29,7 @@ type Stats struct {
 	// ProtocolErrors counts peers caught breaking the wire format (each is banned).
 	ProtocolErrors int64
 	// WriteTimeouts counts the block streams lost by peers that stopped reading them
-	// (a response write took longer than serveWriteTimeout).
+	// (a response write took longer than Config.WriteTimeout).
 	WriteTimeouts int64
 	// FetchRefused counts the requests to fetch a block for a peer that were refused
 	// because the peer was over its fetch budget (Config.FetchRate).
