@@ -31,6 +31,28 @@ func testTmpfs(t *testing.T, dir string) {
 	}
 }
 
+// pushHello pushes a tree of one file, hello, to the hub and returns its CID.
+func pushHello(t *testing.T, h *testHub) string {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return lastLine(agent(t, "push", "--hub", h.URL, src))
+}
+
+// tmpfsDir is a new directory holding a tmpfs of size (as mount -o size= takes it), for
+// a daemon's data dir that the test can fill; it is detached at cleanup.
+func tmpfsDir(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("zosfs-test-data", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
 // isTmpfs reports whether dir is a tmpfs holding f = "precious".
 func isTmpfs(t *testing.T, dir string) bool {
 	t.Helper()
@@ -155,16 +177,8 @@ func fillDisk(t *testing.T, dir string) (free func()) {
 func TestUmountFullDisk(t *testing.T) {
 	testkit.NeedFUSE(t)
 	h := runHub(t)
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
-	data := t.TempDir()
-	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=16m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	cid := pushHello(t, h)
+	data := tmpfsDir(t, "16m")
 	d := runDaemon(t, "--hub", h.URL, "--data", data)
 	mp := d.mountFlist(t, cid)
 	free := fillDisk(t, data)
@@ -238,11 +252,7 @@ func zosfsMounts(t *testing.T) int {
 func TestMountRefusesSystemPaths(t *testing.T) {
 	testkit.NeedFUSE(t)
 	h := runHub(t)
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
+	cid := pushHello(t, h)
 	d := runDaemon(t, "--hub", h.URL)
 	before := zosfsMounts(t)
 	full := t.TempDir()
@@ -279,16 +289,8 @@ func TestMountRefusesSystemPaths(t *testing.T) {
 func TestMountFullDisk(t *testing.T) {
 	testkit.NeedFUSE(t)
 	h := runHub(t)
-	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
-	data := t.TempDir()
-	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=16m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	cid := pushHello(t, h)
+	data := tmpfsDir(t, "16m")
 	d := runDaemon(t, "--hub", h.URL, "--data", data)
 	fillDisk(t, data)
 	mp := t.TempDir()
@@ -310,11 +312,7 @@ func TestRestartFullDisk(t *testing.T) {
 	src := t.TempDir()
 	writeRandomFile(t, filepath.Join(src, "data"), 3<<20, 7)
 	cid := lastLine(agent(t, "push", "--hub", h.URL, src))
-	data := t.TempDir()
-	if err := unix.Mount("zosfs-test-data", data, "tmpfs", 0, "size=32m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
+	data := tmpfsDir(t, "32m")
 	d := runDaemon(t, "--hub", h.URL, "--data", data)
 	mp := d.mountFlist(t, cid)
 	want := fileHash(t, filepath.Join(src, "data"))
