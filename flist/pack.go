@@ -74,6 +74,27 @@ func PackDir(ctx context.Context, dir, out string, cfg PackConfig) (PackStats, e
 	return pack(ctx, out, cfg, func(p *packer) error { return p.walkDir(dir) })
 }
 
+// PackSource packs src into a v2 flist at out: a directory, a tar file (plain or
+// gzip-compressed), or "-" for a tar read from stdin.
+func PackSource(ctx context.Context, src string, stdin io.Reader, out string, cfg PackConfig) (PackStats, error) {
+	if src == "-" {
+		return PackTar(ctx, stdin, out, cfg)
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return PackStats{}, err
+	}
+	if fi.IsDir() {
+		return PackDir(ctx, src, out, cfg)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return PackStats{}, err
+	}
+	defer f.Close()
+	return PackTar(ctx, f, out, cfg)
+}
+
 // PackTar packs a tar stream (plain or gzip-compressed, told apart by its first bytes)
 // into a v2 flist at out. A directory and a tar of it give the same flist.
 func PackTar(ctx context.Context, r io.Reader, out string, cfg PackConfig) (PackStats, error) {

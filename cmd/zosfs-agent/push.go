@@ -22,9 +22,14 @@ import (
 // --token-file is given.
 const tokenEnv = "ZOSFS_HUB_TOKEN"
 
+// pushFlags are push's flags.
+type pushFlags struct {
+	hubURL, tokenFile, name string
+	stores                  []string
+}
+
 func newPushCmd() *cobra.Command {
-	var hubURL, tokenFile, name string
-	var stores []string
+	var fl pushFlags
 	cmd := &cobra.Command{
 		Use:   "push --hub URL [--token-file F] [--name USER/NAME] [--store URL]... FLIST|SOURCE",
 		Short: "Publish an flist to a hub, or pack a directory or tar straight to a hub",
@@ -38,85 +43,89 @@ at it. The token comes from --token-file or $ZOSFS_HUB_TOKEN. The CID is printed
 last line; a summary goes to standard error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			src := args[0]
-			if hubURL == "" {
-				return fmt.Errorf("push: --hub URL is required")
-			}
-			if name != "" {
-				if err := hub.ValidName(name); err != nil {
-					return fmt.Errorf("--name: %w", err)
-				}
-			}
-			token, err := pushToken(tokenFile)
-			if err != nil {
-				return err
-			}
-			client, err := hub.NewClient(hubURL, token, nil)
-			if err != nil {
-				return err
-			}
-			existing, err := isFlistFile(src)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			progress := newProgressLine()
-			defer progress.Done()
-			var summary, flPath string
-			if existing {
-				flPath = src
-				summary, err = pushBlocks(ctx, client, src, stores, progress)
-			} else {
-				tmp, terr := os.MkdirTemp("", "zosfs-push-*")
-				if terr != nil {
-					return terr
-				}
-				defer os.RemoveAll(tmp)
-				flPath = filepath.Join(tmp, "push.fl")
-				summary, err = packToHub(ctx, client, src, flPath, progress)
-			}
-			if err != nil {
-				return fmt.Errorf("push %s: %w", src, err)
-			}
-			local, err := flist.FileCIDPath(flPath)
-			if err != nil {
-				return err
-			}
-			f, err := os.Open(flPath)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			progress.Update("uploading the flist (%s)", units.Bytes(fi.Size()))
-			c, err := client.UploadFlist(ctx, f, name)
-			if err != nil {
-				return fmt.Errorf("push %s: upload flist: %w", src, err)
-			}
-			if c != local.String() {
-				return fmt.Errorf("push %s: the hub names the flist %s, its CID is %s", src, c, local)
-			}
-			progress.Done()
-			as := ""
-			if name != "" {
-				as = " as " + name
-			}
-			fmt.Fprintf(os.Stderr, "pushed %s to %s%s: %s, flist %s, in %s\n",
-				src, client.String(), as, summary, units.Bytes(fi.Size()), time.Since(start).Round(time.Millisecond))
-			fmt.Fprintln(cmd.OutOrStdout(), c)
-			return nil
+			return runPush(cmd.Context(), fl, args[0], cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&hubURL, "hub", "", "the hub's `URL` (http(s)://host:port)")
-	f.StringVar(&tokenFile, "token-file", "", "`FILE` holding the hub's token (default: $"+tokenEnv+")")
-	f.StringVar(&name, "name", "", "point `USER/NAME` at the flist on the hub")
-	f.StringArrayVar(&stores, "store", nil, "read an existing flist's blocks from this store `[xx-xx=]URL` instead of its routes; repeatable")
+	f.StringVar(&fl.hubURL, "hub", "", "the hub's `URL` (http(s)://host:port)")
+	f.StringVar(&fl.tokenFile, "token-file", "", "`FILE` holding the hub's token (default: $"+tokenEnv+")")
+	f.StringVar(&fl.name, "name", "", "point `USER/NAME` at the flist on the hub")
+	f.StringArrayVar(&fl.stores, "store", nil, "read an existing flist's blocks from this store `[xx-xx=]URL` instead of its routes; repeatable")
 	return cmd
+}
+
+// runPush publishes src (an flist, or a source to pack) to the hub and prints its CID
+// to stdout, a summary to stderr.
+func runPush(ctx context.Context, fl pushFlags, src string, stdout io.Writer) error {
+	if fl.hubURL == "" {
+		return fmt.Errorf("push: --hub URL is required")
+	}
+	if fl.name != "" {
+		if err := hub.ValidName(fl.name); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
+	}
+	token, err := pushToken(fl.tokenFile)
+	if err != nil {
+		return err
+	}
+	client, err := hub.NewClient(fl.hubURL, token, nil)
+	if err != nil {
+		return err
+	}
+	existing, err := isFlistFile(src)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	progress := newProgressLine()
+	defer progress.Done()
+	var summary, flPath string
+	if existing {
+		flPath = src
+		summary, err = pushBlocks(ctx, client, src, fl.stores, progress)
+	} else {
+		tmp, terr := os.MkdirTemp("", "zosfs-push-*")
+		if terr != nil {
+			return terr
+		}
+		defer os.RemoveAll(tmp)
+		flPath = filepath.Join(tmp, "push.fl")
+		summary, err = packToHub(ctx, client, src, flPath, progress)
+	}
+	if err != nil {
+		return fmt.Errorf("push %s: %w", src, err)
+	}
+	local, err := flist.FileCIDPath(flPath)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(flPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	progress.Update("uploading the flist (%s)", units.Bytes(fi.Size()))
+	c, err := client.UploadFlist(ctx, f, fl.name)
+	if err != nil {
+		return fmt.Errorf("push %s: upload flist: %w", src, err)
+	}
+	if c != local.String() {
+		return fmt.Errorf("push %s: the hub names the flist %s, its CID is %s", src, c, local)
+	}
+	progress.Done()
+	as := ""
+	if fl.name != "" {
+		as = " as " + fl.name
+	}
+	fmt.Fprintf(os.Stderr, "pushed %s to %s%s: %s, flist %s, in %s\n",
+		src, client.String(), as, summary, units.Bytes(fi.Size()), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintln(stdout, c)
+	return nil
 }
 
 // pushToken reads the token from the file, or else from $ZOSFS_HUB_TOKEN.
@@ -169,22 +178,7 @@ func packToHub(ctx context.Context, client *hub.Client, src, out string, progres
 				s.Files, units.Bytes(s.Bytes), s.Blocks, s.Stored, units.Bytes(s.StoredBytes))
 		},
 	}
-	var stats flist.PackStats
-	var err error
-	if src == "-" {
-		stats, err = flist.PackTar(ctx, os.Stdin, out, cfg)
-	} else if fi, serr := os.Stat(src); serr != nil {
-		return "", serr
-	} else if fi.IsDir() {
-		stats, err = flist.PackDir(ctx, src, out, cfg)
-	} else {
-		f, oerr := os.Open(src)
-		if oerr != nil {
-			return "", oerr
-		}
-		defer f.Close()
-		stats, err = flist.PackTar(ctx, f, out, cfg)
-	}
+	stats, err := flist.PackSource(ctx, src, os.Stdin, out, cfg)
 	if err != nil {
 		return "", err
 	}
