@@ -72,48 +72,48 @@ func TestBodyStalls(t *testing.T) {
 }
 
 // TestBodiesPerClient (issue 13, 5): one address holds at most MaxBodiesPerClient
-// bodies in flight; the next gets 429 at once, and once the stalled ones are cut the
-// hub answers that address again.
+// bodies in flight: of three stalled bodies with a bound of two, one gets 429 at once
+// and the other two 408 when they stall; a request without a body is served meanwhile,
+// and once the stalled ones are cut the hub takes that address's bodies again.
 func TestBodiesPerClient(t *testing.T) {
-	h := startHub(t, hub.Config{BodyStallTimeout: 2 * time.Second, MaxBodiesPerClient: 2})
-	for range 2 {
+	const stall = 5 * time.Second
+	h := startHub(t, hub.Config{BodyStallTimeout: stall, MaxBodiesPerClient: 2})
+	statuses := make(chan int, 3)
+	for range 3 {
 		c := dialHub(t, h.URL)
 		fmt.Fprintf(c, "POST /blocks/missing HTTP/1.1\r\nHost: hub\r\nContent-Length: 1000\r\n\r\n{")
+		go func() {
+			c.SetReadDeadline(time.Now().Add(waitLimit + stall))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
 	}
-	// The stalled requests reach their handlers in their own time: ask until refused.
-	deadline := time.Now().Add(waitLimit)
-	for {
-		resp, err := http.Post(h.URL+"/blocks/missing", "application/json", strings.NewReader(`{"ids":[]}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusTooManyRequests {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a third body in flight got %d, want 429", resp.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The first answer is the refusal, long before the stalls are cut.
+	start := time.Now()
+	if code := <-statuses; code != http.StatusTooManyRequests || time.Since(start) > stall/2 {
+		t.Fatalf("the first answer to three bodies in flight: %d after %s, want 429 at once", code, time.Since(start))
 	}
 	if resp, err := http.Get(h.URL + "/health"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("a request without a body while the bodies are held: %v", err)
 	} else {
 		resp.Body.Close()
 	}
-	deadline = time.Now().Add(waitLimit)
-	for {
-		resp, err := http.Post(h.URL+"/blocks/missing", "application/json", strings.NewReader(`{"ids":[]}`))
-		if err != nil {
-			t.Fatal(err)
+	for range 2 {
+		if code := <-statuses; code != http.StatusRequestTimeout {
+			t.Errorf("a stalled body got %d, want 408", code)
 		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the stalled bodies were cut: %d", resp.StatusCode)
-		}
-		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Post(h.URL+"/blocks/missing", "application/json", strings.NewReader(`{"ids":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a body after the stalled ones were cut: %d", resp.StatusCode)
 	}
 }
