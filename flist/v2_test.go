@@ -27,16 +27,7 @@ func hostileCopy(t *testing.T, fixture string, stmts ...string) string {
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
+	execSQLite(t, p, stmts...)
 	return p
 }
 
@@ -374,20 +365,8 @@ func TestOpenV2UnindexedLinear(t *testing.T) {
 // TestV2UnindexedSameTree: without the indexes, the flist reads as the same tree.
 func TestV2UnindexedSameTree(t *testing.T) {
 	for _, name := range []string{"alpine-latest.fl", "redis-latest.fl"} {
-		manifest := func(p string) string {
-			f, err := flist.OpenV2(t.Context(), p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			var b bytes.Buffer
-			if err := flist.WriteManifest(t.Context(), &b, f); err != nil {
-				t.Fatal(err)
-			}
-			return b.String()
-		}
 		p, _ := fixtures.Flist(t, name)
-		if a, b := manifest(p), manifest(hostileCopy(t, name, "DROP INDEX parents", "DROP INDEX names", "DROP INDEX block_ino")); a != b || a == "" {
+		if a, b := manifestOf(t, p), manifestOf(t, hostileCopy(t, name, "DROP INDEX parents", "DROP INDEX names", "DROP INDEX block_ino")); a != b || a == "" {
 			t.Errorf("%s: the manifest without indexes differs", name)
 		}
 	}
