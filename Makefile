@@ -36,7 +36,7 @@ demo: build
 
 # A short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 20s
-FUZZPKGS ?= ./flist ./p2p
+FUZZPKGS ?= ./flist ./p2p ./internal/bloom
 fuzz:
 	@for p in $(FUZZPKGS); do \
 		for t in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
