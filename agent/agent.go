@@ -200,7 +200,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		Log:         d.log,
 	})
 	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: d.hubs, http: d.http,
-		peers: d.node, added: d.announce.add, peerFirst: cfg.PeerTimeout}
+		peers: d.node, added: d.announce.addFlist, peerFirst: cfg.PeerTimeout}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
 
 	err = d.node.Start(ctx, p2p.Service{

@@ -30,19 +30,26 @@ const (
 // already connected find blocks without it (they are asked directly); announcements let
 // nodes further away find providers.
 type announcer struct {
-	queue chan []byte
+	queue chan flist.BlockID // blocks, and flists under the id that names their digest
 }
 
 func newAnnouncer() *announcer {
-	return &announcer{queue: make(chan []byte, announceQueue)}
+	return &announcer{queue: make(chan flist.BlockID, announceQueue)}
 }
 
-// add queues a block stored in the cache (cache.Config.OnStore), or the digest of an flist
-// stored (flistStore.added).
-func (a *announcer) add(id []byte) {
+// add queues a block stored in the cache (cache.Config.OnStore).
+func (a *announcer) add(id flist.BlockID) {
 	select {
 	case a.queue <- id:
 	default: // the queue is full: the next re-announce round will cover it
+	}
+}
+
+// addFlist queues the digest of an flist stored (flistStore.added): its CID is the
+// block CID of a 32-byte id.
+func (a *announcer) addFlist(digest []byte) {
+	if id, err := flist.ParseBlockID(digest); err == nil {
+		a.add(id)
 	}
 }
 
@@ -59,17 +66,17 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, fli
 				case <-ctx.Done():
 					return
 				case id := <-a.queue:
-					if has, _ := c.Has(ctx, id); !has && !flists.has(id) {
+					if has, _ := c.Has(ctx, id); !has && !flists.has(id.Bytes()) {
 						continue // evicted since: no longer announced
 					}
 					if err := node.Provide(ctx, id); err != nil && ctx.Err() == nil {
-						log.Debug("announcing a block failed", "id", flist.HexID(id), "err", err)
+						log.Debug("announcing a block failed", "id", id.String(), "err", err)
 					}
 				}
 			}
 		}()
 	}
-	queue := func(id []byte) bool {
+	queue := func(id flist.BlockID) bool {
 		select {
 		case a.queue <- id:
 			return true
@@ -78,8 +85,11 @@ func (a *announcer) run(ctx context.Context, node *p2p.Node, c *cache.Cache, fli
 		}
 	}
 	reannounce := func() {
-		flists.digests(queue)
-		c.Range(func(id []byte, _ int64) bool { return queue(id) })
+		flists.digests(func(digest []byte) bool {
+			id, err := flist.ParseBlockID(digest)
+			return err != nil || queue(id)
+		})
+		c.Range(func(id flist.BlockID, _ int64) bool { return queue(id) })
 	}
 	reannounce()
 	t := time.NewTicker(reannounceEvery)

@@ -20,17 +20,17 @@ import (
 // designated fetcher is fetcher ("" = this node), and FetchVia answers with via.
 type fakeNeighbours struct {
 	fetcher peer.ID
-	via     func(id []byte) ([]byte, error)
+	via     func(id flist.BlockID) ([]byte, error)
 	asked   atomic.Int64
 }
 
-func (n *fakeNeighbours) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (n *fakeNeighbours) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	return nil, p2p.ErrNotFound
 }
 
-func (n *fakeNeighbours) Fetcher(id []byte) (peer.ID, bool) { return n.fetcher, n.fetcher != "" }
+func (n *fakeNeighbours) Fetcher(id flist.BlockID) (peer.ID, bool) { return n.fetcher, n.fetcher != "" }
 
-func (n *fakeNeighbours) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+func (n *fakeNeighbours) FetchVia(ctx context.Context, p peer.ID, id flist.BlockID) ([]byte, error) {
 	n.asked.Add(1)
 	return n.via(id)
 }
@@ -41,7 +41,7 @@ func (n *fakeNeighbours) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]
 // block whose fetcher it is not (so requests never go round in circles).
 func TestResolverFirstWave(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("first wave"))
-	hubBlocks := map[string][]byte{string(b.ID): data}
+	hubBlocks := map[flist.BlockID][]byte{b.ID: data}
 
 	t.Run("via the fetcher", func(t *testing.T) {
 		hub := &fakeSource{fn: serving(hubBlocks)}
@@ -59,7 +59,7 @@ func TestResolverFirstWave(t *testing.T) {
 	})
 	t.Run("fetcher fails", func(t *testing.T) {
 		hub := &fakeSource{fn: serving(hubBlocks)}
-		gone := &fakeNeighbours{fetcher: "other", via: func([]byte) ([]byte, error) { return nil, errors.New("gone") }}
+		gone := &fakeNeighbours{fetcher: "other", via: func(flist.BlockID) ([]byte, error) { return nil, errors.New("gone") }}
 		r, _, stats := newTestResolver(ResolverConfig{Peers: gone}, hub)
 		if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("Fetch: %v", err)
@@ -132,7 +132,7 @@ func TestResolverRoutesForPeers(t *testing.T) {
 	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) {
 		t.Fatalf("FetchForPeer with nowhere to fetch from: %v, want errNotFetcher", err)
 	}
-	route := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	route := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	done := r.useRoutes(route)
 	got, err := r.FetchForPeer(t.Context(), b.ID)
 	if err != nil || !bytes.Equal(got, data) {
@@ -152,7 +152,7 @@ func TestResolverRoutesForPeers(t *testing.T) {
 // may be one of them.
 func TestFetchForPeerOnlyInUse(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("in use"))
-	hub := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	hub := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	r, _, _ := newTestResolver(ResolverConfig{Peers: &fakeNeighbours{}}, hub)
 	if _, err := r.FetchForPeer(t.Context(), b.ID); !errors.Is(err, errNotFetcher) || hub.calls.Load() != 0 {
 		t.Fatalf("a block of no flist in use: %v after %d hub calls, want errNotFetcher and none", err, hub.calls.Load())

@@ -125,7 +125,7 @@ func (s *flistStore) addWith(want cid.Cid, fill func(tmp *os.File) error) (cid.C
 	if err := os.Rename(tmp.Name(), s.path(c)); err != nil {
 		return cid.Undef, err
 	}
-	if digest, err := flist.BlockID(c); err == nil && s.added != nil {
+	if digest, err := flist.FileDigest(c); err == nil && s.added != nil {
 		s.added(digest)
 	}
 	return c, nil
@@ -135,8 +135,8 @@ func (s *flistStore) addWith(want cid.Cid, fill func(tmp *os.File) error) (cid.C
 // a neighbour. Files are named by the CID of their bytes when stored, so they hash to
 // digest. One the store lacks is an error wrapping fs.ErrNotExist.
 func (s *flistStore) OpenFlist(ctx context.Context, digest []byte) (io.ReadCloser, int64, error) {
-	c, err := flist.BlockCID(digest)
-	if err != nil || len(digest) != 32 {
+	c, err := flist.FileCIDOf(digest)
+	if err != nil {
 		return nil, 0, fmt.Errorf("flist digest %x: %w", digest, fs.ErrNotExist)
 	}
 	f, err := os.Open(s.path(c))
@@ -153,7 +153,7 @@ func (s *flistStore) OpenFlist(ctx context.Context, digest []byte) (io.ReadClose
 
 // has reports whether the store holds the flist whose CID digest is digest.
 func (s *flistStore) has(digest []byte) bool {
-	c, err := flist.BlockCID(digest)
+	c, err := flist.FileCIDOf(digest)
 	if err != nil {
 		return false
 	}
@@ -169,7 +169,7 @@ func (s *flistStore) digests(fn func(digest []byte) bool) {
 		if err != nil || !e.Type().IsRegular() {
 			continue // .incoming-* files, strays
 		}
-		if d, err := flist.BlockID(c); err == nil && len(d) == 32 && !fn(d) {
+		if d, err := flist.FileDigest(c); err == nil && !fn(d) {
 			return
 		}
 	}
@@ -227,12 +227,9 @@ func (s *flistStore) byCID(ctx context.Context, c cid.Cid) (cid.Cid, error) {
 // fromPeers fetches flist c from the neighbours, straight into a temporary file
 // (verified against its digest by the p2p layer, and again here by its CID).
 func (s *flistStore) fromPeers(ctx context.Context, c cid.Cid) (cid.Cid, error) {
-	digest, err := flist.BlockID(c)
+	digest, err := flist.FileDigest(c)
 	if err != nil {
-		return cid.Undef, err
-	}
-	if len(digest) != 32 {
-		return cid.Undef, fmt.Errorf("neighbours: %s is not an flist CID (BLAKE2b-256)", c)
+		return cid.Undef, fmt.Errorf("neighbours: %w", err)
 	}
 	return s.addWith(c, func(tmp *os.File) error {
 		return s.peers.GetFlist(ctx, digest, tmp, maxFlistSize)

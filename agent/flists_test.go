@@ -53,7 +53,7 @@ func packedFlist(t *testing.T, content string) ([]byte, cid.Cid) {
 func TestFlistsFromPeers(t *testing.T) {
 	data, c := packedFlist(t, "one")
 	other, otherCID := packedFlist(t, "two")
-	digest, _ := flist.BlockID(c)
+	digest, _ := flist.FileDigest(c)
 	var send func(f p2p.FlistFile) error
 	var announced [][]byte
 	s := &flistStore{
@@ -113,7 +113,7 @@ func TestFlistsFromPeers(t *testing.T) {
 	if len(listed) != 1 || !bytes.Equal(listed[0], digest) {
 		t.Errorf("digests lists %x", listed)
 	}
-	otherDigest, _ := flist.BlockID(otherCID)
+	otherDigest, _ := flist.FileDigest(otherCID)
 	if _, _, err := s.OpenFlist(t.Context(), otherDigest); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("OpenFlist of an flist not held: %v, want fs.ErrNotExist", err)
 	}

@@ -12,17 +12,17 @@ import (
 // make it fetch from its hub (and cache, evicting its own) blocks of nothing it uses.
 type blocksInUse struct {
 	mu  sync.Mutex
-	ids map[string]int // by id: how many flists in use hold it
+	ids map[flist.BlockID]int // by id: how many flists in use hold it
 	// listing counts the flists whose blocks are still being listed (see useFlist):
 	// until they are, any block may be one of theirs.
 	listing int
 }
 
 // has reports whether id is a block of an flist in use, or may be.
-func (u *blocksInUse) has(id []byte) bool {
+func (u *blocksInUse) has(id flist.BlockID) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.ids[string(id)] > 0 || u.listing > 0
+	return u.ids[id] > 0 || u.listing > 0
 }
 
 // add adds blocks to the set; done removes them.
@@ -39,11 +39,11 @@ func (u *blocksInUse) add(blocks []flist.Block) (done func()) {
 
 func (u *blocksInUse) addLocked(blocks []flist.Block, n int) {
 	if u.ids == nil {
-		u.ids = map[string]int{}
+		u.ids = map[flist.BlockID]int{}
 	}
 	for _, b := range blocks {
-		if u.ids[string(b.ID)] += n; u.ids[string(b.ID)] <= 0 {
-			delete(u.ids, string(b.ID))
+		if u.ids[b.ID] += n; u.ids[b.ID] <= 0 {
+			delete(u.ids, b.ID)
 		}
 	}
 }

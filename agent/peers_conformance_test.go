@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/p2p"
 	"github.com/zosfs/zosfs-agent/store"
 	"github.com/zosfs/zosfs-agent/store/storetest"
@@ -21,7 +22,7 @@ import (
 // as the neighbours check.
 func TestPeersConformance(t *testing.T) {
 	storetest.RunVerifiedReadOnly(t, func(t *testing.T) (store.Store, storetest.Putter) {
-		held := &heldBlocks{m: map[string][]byte{}}
+		held := &heldBlocks{m: map[flist.BlockID][]byte{}}
 		server := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: held})
 		client := startTestNode(t, p2p.Config{Bootstrap: server.Addrs()[:1]}, p2p.Service{})
 		deadline := time.Now().Add(10 * time.Second)
@@ -38,7 +39,7 @@ func TestPeersConformance(t *testing.T) {
 // peerStore is a p2p node seen as a read-only store: Get and Has ask its neighbours.
 type peerStore struct{ n *p2p.Node }
 
-func (s peerStore) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s peerStore) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	data, err := s.n.Get(ctx, id)
 	if errors.Is(err, p2p.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", store.ErrNotFound, err)
@@ -46,7 +47,7 @@ func (s peerStore) Get(ctx context.Context, id []byte) ([]byte, error) {
 	return data, err
 }
 
-func (s peerStore) Has(ctx context.Context, id []byte) (bool, error) {
+func (s peerStore) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	_, err := s.Get(ctx, id)
 	if errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
 		return false, nil
@@ -54,8 +55,8 @@ func (s peerStore) Has(ctx context.Context, id []byte) (bool, error) {
 	return err == nil, err
 }
 
-func (s peerStore) Put(ctx context.Context, id, data []byte) error {
-	if len(id) == 0 {
+func (s peerStore) Put(ctx context.Context, id flist.BlockID, data []byte) error {
+	if !id.Valid() {
 		return errors.New("no id")
 	}
 	return store.ErrReadOnly
@@ -67,29 +68,29 @@ func (s peerStore) Close() error   { return nil }
 // heldBlocks is what the serving node holds (p2p.BlockStore), seeded by the suite.
 type heldBlocks struct {
 	mu sync.Mutex
-	m  map[string][]byte
+	m  map[flist.BlockID][]byte
 }
 
-func (h *heldBlocks) Put(ctx context.Context, id, data []byte) error {
+func (h *heldBlocks) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.m[string(id)] = data
+	h.m[id] = data
 	return nil
 }
 
-func (h *heldBlocks) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (h *heldBlocks) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if d, ok := h.m[string(id)]; ok {
+	if d, ok := h.m[id]; ok {
 		return d, nil
 	}
 	return nil, store.ErrNotFound
 }
 
-func (h *heldBlocks) Has(ctx context.Context, id []byte) (bool, error) {
+func (h *heldBlocks) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.m[string(id)]
+	_, ok := h.m[id]
 	return ok, nil
 }
 

@@ -20,7 +20,7 @@ func connectedNode(t *testing.T, peer *p2p.Node, fetcher bool) *p2p.Node {
 		if len(n.Peers()) == 0 {
 			return false
 		}
-		p, ok := n.Fetcher([]byte("any block"))
+		p, ok := n.Fetcher(flist.HashBlock([]byte("any block")))
 		return !fetcher || (ok && p == peer.ID())
 	})
 	return n
@@ -30,9 +30,9 @@ func connectedNode(t *testing.T, peer *p2p.Node, fetcher bool) *p2p.Node {
 // not from the hub.
 func TestResolverAsksNeighboursFirst(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("held by a neighbour"))
-	holder := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: &heldBlocks{m: map[string][]byte{string(b.ID): data}}})
+	holder := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: &heldBlocks{m: map[flist.BlockID][]byte{b.ID: data}}})
 	node := connectedNode(t, holder, false)
-	hub := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	hub := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	r, c, stats := newTestResolver(ResolverConfig{Peers: node, PeerTimeout: 5 * time.Second}, hub)
 	if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Fetch: %v", err)
@@ -40,7 +40,7 @@ func TestResolverAsksNeighboursFirst(t *testing.T) {
 	if hub.calls.Load() != 0 || stats.Peers.Load() != int64(len(data)) {
 		t.Errorf("hub calls %d, bytes from peers %d: want the block from the neighbour", hub.calls.Load(), stats.Peers.Load())
 	}
-	if !bytes.Equal(c.blocks[string(b.ID)], data) {
+	if !bytes.Equal(c.blocks[b.ID], data) {
 		t.Error("the neighbour's block was not cached")
 	}
 }
@@ -51,7 +51,7 @@ func TestResolverPeerTimeout(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("stuck at a neighbour"))
 	staller := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: stallingBlocks{}})
 	node := connectedNode(t, staller, false)
-	hub := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	hub := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	const peerTimeout = 300 * time.Millisecond
 	r, _, _ := newTestResolver(ResolverConfig{Peers: node, PeerTimeout: peerTimeout, Timeout: 30 * time.Second}, hub)
 	start := time.Now()
@@ -69,8 +69,8 @@ func TestResolverPeerTimeout(t *testing.T) {
 // stallingBlocks has every block and never delivers one.
 type stallingBlocks struct{}
 
-func (stallingBlocks) Has(context.Context, []byte) (bool, error) { return true, nil }
-func (stallingBlocks) Get(ctx context.Context, _ []byte) ([]byte, error) {
+func (stallingBlocks) Has(context.Context, flist.BlockID) (bool, error) { return true, nil }
+func (stallingBlocks) Get(ctx context.Context, _ flist.BlockID) ([]byte, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
@@ -81,11 +81,11 @@ func TestResolverLyingFetcher(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("asked of the fetcher"))
 	_, other := flist.EncodeBlock([]byte("not it"))
 	liar := startTestNode(t, p2p.Config{}, p2p.Service{
-		Blocks: &heldBlocks{m: map[string][]byte{}},
-		Fetch:  func(context.Context, []byte) ([]byte, error) { return other, nil },
+		Blocks: &heldBlocks{m: map[flist.BlockID][]byte{}},
+		Fetch:  func(context.Context, flist.BlockID) ([]byte, error) { return other, nil },
 	})
 	node := connectedNode(t, liar, true)
-	hub := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	hub := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	r, c, stats := newTestResolver(ResolverConfig{Peers: node, PeerTimeout: 2 * time.Second, Timeout: 5 * time.Second}, hub)
 	if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Fetch: %v", err)
@@ -93,7 +93,7 @@ func TestResolverLyingFetcher(t *testing.T) {
 	if stats.Peers.Load() != 0 || hub.calls.Load() != 1 {
 		t.Errorf("bytes from peers %d, hub calls %d: want the block from the hub", stats.Peers.Load(), hub.calls.Load())
 	}
-	if !bytes.Equal(c.blocks[string(b.ID)], data) {
+	if !bytes.Equal(c.blocks[b.ID], data) {
 		t.Error("the cache does not hold the good block")
 	}
 	if node.Stats().Banned != 1 {

@@ -37,7 +37,7 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 	if err != nil {
 		return api.PullProgress{}, err
 	}
-	ids := make([][]byte, len(blocks))
+	ids := make([]flist.BlockID, len(blocks))
 	for i, b := range blocks {
 		ids[i] = b.ID
 	}

@@ -23,20 +23,20 @@ import (
 // the hubs and the flists' routes are Sources; decorators (verified, limited) wrap
 // them.
 type Source interface {
-	Get(ctx context.Context, id []byte) ([]byte, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
 }
 
 // SourceFunc adapts a function to Source.
-type SourceFunc func(ctx context.Context, id []byte) ([]byte, error)
+type SourceFunc func(ctx context.Context, id flist.BlockID) ([]byte, error)
 
 // Get implements Source.
-func (f SourceFunc) Get(ctx context.Context, id []byte) ([]byte, error) { return f(ctx, id) }
+func (f SourceFunc) Get(ctx context.Context, id flist.BlockID) ([]byte, error) { return f(ctx, id) }
 
 // BlockCache is what the resolver needs of the local cache. Get returns verified bytes;
 // PutVerified stores bytes the resolver has verified, without hashing them again.
 type BlockCache interface {
 	Source
-	PutVerified(ctx context.Context, id, data []byte) error
+	PutVerified(ctx context.Context, id flist.BlockID, data []byte) error
 }
 
 // Neighbours is the site's peer network as the resolver uses it (the p2p node). Get asks
@@ -44,9 +44,9 @@ type BlockCache interface {
 // first wave (ok = false when it is this node) and FetchVia asks it, which makes it
 // fetch the block if it lacks it. Their blocks arrive verified.
 type Neighbours interface {
-	Get(ctx context.Context, id []byte) ([]byte, error)
-	Fetcher(id []byte) (peer.ID, bool)
-	FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
+	Fetcher(id flist.BlockID) (peer.ID, bool)
+	FetchVia(ctx context.Context, p peer.ID, id flist.BlockID) ([]byte, error)
 }
 
 // Tuning of the fetch path.
@@ -99,8 +99,8 @@ type ResolverConfig struct {
 type Resolver struct {
 	cfg      ResolverConfig
 	log      *slog.Logger
-	decoded  *lru.Cache[string, []byte]
-	inflight flight.Group[[]byte]
+	decoded  *lru.Cache[flist.BlockID, []byte]
+	inflight flight.Group[flist.BlockID, []byte]
 	// waiting counts the node's own reads waiting for a block from outside (Busy).
 	waiting atomic.Int64
 
@@ -153,13 +153,13 @@ func (r *Resolver) announceFetching() {
 
 // NewResolver returns a resolver built on cfg.
 func NewResolver(cfg ResolverConfig) *Resolver {
-	return &Resolver{cfg: cfg, log: cfg.Log, decoded: lru.New[string, []byte](decodedCacheBlocks)}
+	return &Resolver{cfg: cfg, log: cfg.Log, decoded: lru.New[flist.BlockID, []byte](decodedCacheBlocks)}
 }
 
 // Fetch returns the stored bytes of block id: from the cache, or fetched (once, however
 // many callers ask at the same time) from the remote sources plus extra, verified and
 // cached.
-func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byte, error) {
+func (r *Resolver) Fetch(ctx context.Context, id flist.BlockID, extra ...Source) ([]byte, error) {
 	if data, err := r.cfg.Cache.Get(ctx, id); err == nil {
 		r.cfg.Stats.Cache.Add(int64(len(data)))
 		return data, nil
@@ -167,7 +167,7 @@ func (r *Resolver) Fetch(ctx context.Context, id []byte, extra ...Source) ([]byt
 	r.waiting.Add(1)
 	defer r.waiting.Add(-1)
 	remote := append(append([]Source{}, r.cfg.Remote...), extra...)
-	return r.inflight.Do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+	return r.inflight.Do(ctx, id, func(ctx context.Context) ([]byte, error) {
 		return r.fetchMissing(ctx, id, remote, true)
 	})
 }
@@ -184,7 +184,7 @@ func (r *Resolver) Busy() bool { return r.waiting.Load() > 0 }
 // being pulled), when it too sees itself as the fetcher and has somewhere to fetch from:
 // otherwise the neighbour goes to its hub itself. (The p2p node bounds how many a peer
 // may ask for.)
-func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) {
+func (r *Resolver) FetchForPeer(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if data, err := r.cfg.Cache.Get(ctx, id); err == nil {
 		return data, nil
 	}
@@ -200,7 +200,7 @@ func (r *Resolver) FetchForPeer(ctx context.Context, id []byte) ([]byte, error) 
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("block %x: %w: no hub and no flist's routes", id, errNotFetcher)
 	}
-	return r.inflight.Do(ctx, string(id), func(ctx context.Context) ([]byte, error) {
+	return r.inflight.Do(ctx, id, func(ctx context.Context) ([]byte, error) {
 		return r.fetchMissing(ctx, id, sources, false)
 	})
 }
@@ -210,7 +210,7 @@ var errNotFetcher = errors.New("not fetching for a neighbour")
 // fetchMissing is the fetch shared by the readers of a block missing from the cache:
 // the neighbours that have it, then (for the node's own reads) the block's designated
 // fetcher, then the remote sources. What it gets is cached.
-func (r *Resolver) fetchMissing(ctx context.Context, id []byte, remote []Source, own bool) ([]byte, error) {
+func (r *Resolver) fetchMissing(ctx context.Context, id flist.BlockID, remote []Source, own bool) ([]byte, error) {
 	if data, err := r.cfg.Cache.Get(ctx, id); err == nil { // filled while we waited
 		return data, nil
 	}
@@ -232,14 +232,14 @@ func (r *Resolver) fetchMissing(ctx context.Context, id []byte, remote []Source,
 	}
 	r.cfg.Latency.Observe(source, time.Since(start))
 	if err := r.cfg.Cache.PutVerified(ctx, id, data); err != nil {
-		r.log.Warn("caching a block failed", "id", flist.HexID(id), "err", err)
+		r.log.Warn("caching a block failed", "id", id.String(), "err", err)
 	}
 	return data, nil
 }
 
 // fetchVia asks the block's designated fetcher, if that is a neighbour, bounded by the
 // remote fetch timeout (the fetcher may have to get the block from its hub first).
-func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
+func (r *Resolver) fetchVia(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if r.cfg.Peers == nil {
 		return nil, errNoPeers
 	}
@@ -251,14 +251,14 @@ func (r *Resolver) fetchVia(ctx context.Context, id []byte) ([]byte, error) {
 	defer cancel()
 	data, err := r.cfg.Peers.FetchVia(ctx, p, id)
 	if err != nil {
-		r.log.Debug("the designated fetcher did not give the block", "id", flist.HexID(id), "peer", p, "err", err)
+		r.log.Debug("the designated fetcher did not give the block", "id", id.String(), "peer", p, "err", err)
 	}
 	return data, err
 }
 
 // fetchPeers asks the neighbours, bounded by peerTimeout so that a block no neighbour
 // has soon goes to the hub. The p2p layer verifies what it returns.
-func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
+func (r *Resolver) fetchPeers(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if r.cfg.Peers == nil {
 		return nil, errNoPeers
 	}
@@ -266,7 +266,7 @@ func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
 	defer cancel()
 	data, err := r.cfg.Peers.Get(ctx, id)
 	if err != nil {
-		r.log.Debug("no neighbour gave the block", "id", flist.HexID(id), "err", err)
+		r.log.Debug("no neighbour gave the block", "id", id.String(), "err", err)
 	}
 	return data, err
 }
@@ -274,7 +274,7 @@ func (r *Resolver) fetchPeers(ctx context.Context, id []byte) ([]byte, error) {
 var errNoPeers = errors.New("no peer network")
 
 // fetchRemote tries every one of sources, in random order, up to fetchAttempts rounds.
-func (r *Resolver) fetchRemote(ctx context.Context, id []byte, sources []Source) ([]byte, error) {
+func (r *Resolver) fetchRemote(ctx context.Context, id flist.BlockID, sources []Source) ([]byte, error) {
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("block %x: no hub or store to fetch it from", id)
 	}
@@ -311,7 +311,7 @@ func (r *Resolver) fetchRemote(ctx context.Context, id []byte, sources []Source)
 	return nil, fmt.Errorf("block %x: %w", id, errors.Join(errs...))
 }
 
-func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, error) {
+func (r *Resolver) tryOne(ctx context.Context, src Source, id flist.BlockID) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	return src.Get(ctx, id)
@@ -320,7 +320,7 @@ func (r *Resolver) tryOne(ctx context.Context, src Source, id []byte) ([]byte, e
 // GetBlock returns the plain content of block b (mount.BlockGetter), decoding through the
 // in-memory LRU so that repeated reads of a block decode it once.
 func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source) ([]byte, error) {
-	if plain, ok := r.decoded.Get(string(b.ID)); ok {
+	if plain, ok := r.decoded.Get(b.ID); ok {
 		return plain, nil
 	}
 	data, err := r.Fetch(ctx, b.ID, extra...)
@@ -331,7 +331,7 @@ func (r *Resolver) GetBlock(ctx context.Context, b flist.Block, extra ...Source)
 	if err != nil {
 		return nil, err
 	}
-	r.decoded.Add(string(b.ID), plain)
+	r.decoded.Add(b.ID, plain)
 	return plain, nil
 }
 

@@ -19,22 +19,22 @@ import (
 // memCache is a BlockCache in memory (a unit-test fake of the real cache package).
 type memCache struct {
 	mu     sync.Mutex
-	blocks map[string][]byte
+	blocks map[flist.BlockID][]byte
 }
 
-func (c *memCache) Get(_ context.Context, id []byte) ([]byte, error) {
+func (c *memCache) Get(_ context.Context, id flist.BlockID) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.blocks[string(id)]; ok {
+	if b, ok := c.blocks[id]; ok {
 		return b, nil
 	}
 	return nil, store.ErrNotFound
 }
 
-func (c *memCache) PutVerified(_ context.Context, id, data []byte) error {
+func (c *memCache) PutVerified(_ context.Context, id flist.BlockID, data []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.blocks[string(id)] = data
+	c.blocks[id] = data
 	return nil
 }
 
@@ -42,10 +42,10 @@ func (c *memCache) PutVerified(_ context.Context, id, data []byte) error {
 type fakeSource struct {
 	calls atomic.Int64
 	delay time.Duration
-	fn    func(id []byte) ([]byte, error)
+	fn    func(id flist.BlockID) ([]byte, error)
 }
 
-func (s *fakeSource) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s *fakeSource) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	s.calls.Add(1)
 	select {
 	case <-time.After(s.delay):
@@ -58,7 +58,7 @@ func (s *fakeSource) Get(ctx context.Context, id []byte) ([]byte, error) {
 // newTestResolver builds a resolver as cfg says, on a cache in memory, with remote as its
 // hubs and (unless cfg has one) a timeout of a second.
 func newTestResolver(cfg ResolverConfig, remote ...Source) (*Resolver, *memCache, *FetchStats) {
-	c := &memCache{blocks: map[string][]byte{}}
+	c := &memCache{blocks: map[flist.BlockID][]byte{}}
 	cfg.Cache, cfg.Remote, cfg.Stats = c, remote, &FetchStats{}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = time.Second
@@ -67,9 +67,9 @@ func newTestResolver(cfg ResolverConfig, remote ...Source) (*Resolver, *memCache
 	return NewResolver(cfg), c, cfg.Stats
 }
 
-func serving(blocks map[string][]byte) func([]byte) ([]byte, error) {
-	return func(id []byte) ([]byte, error) {
-		if b, ok := blocks[string(id)]; ok {
+func serving(blocks map[flist.BlockID][]byte) func(flist.BlockID) ([]byte, error) {
+	return func(id flist.BlockID) ([]byte, error) {
+		if b, ok := blocks[id]; ok {
 			return b, nil
 		}
 		return nil, store.ErrNotFound
@@ -80,7 +80,7 @@ func serving(blocks map[string][]byte) func([]byte) ([]byte, error) {
 // and later reads come from the cache.
 func TestResolverSharesOneFetch(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("shared block"))
-	src := &fakeSource{delay: 50 * time.Millisecond, fn: serving(map[string][]byte{string(b.ID): data})}
+	src := &fakeSource{delay: 50 * time.Millisecond, fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	r, _, stats := newTestResolver(ResolverConfig{}, src)
 	var wg sync.WaitGroup
 	for range 20 {
@@ -110,7 +110,7 @@ func TestResolverSharesOneFetch(t *testing.T) {
 func TestResolverRetries(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("retried block"))
 	var failures atomic.Int64
-	flaky := &fakeSource{fn: func(id []byte) ([]byte, error) {
+	flaky := &fakeSource{fn: func(id flist.BlockID) ([]byte, error) {
 		if failures.Add(1) == 1 {
 			return nil, errors.New("connection reset")
 		}
@@ -143,9 +143,9 @@ func TestResolverRetries(t *testing.T) {
 func TestResolverInterruptedReader(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("patient block"))
 	release := make(chan struct{})
-	src := &fakeSource{fn: func(id []byte) ([]byte, error) {
+	src := &fakeSource{fn: func(id flist.BlockID) ([]byte, error) {
 		<-release
-		return serving(map[string][]byte{string(b.ID): data})(id)
+		return serving(map[flist.BlockID][]byte{b.ID: data})(id)
 	}}
 	r, _, _ := newTestResolver(ResolverConfig{}, src)
 	impatient, cancel := context.WithCancel(t.Context())
@@ -178,7 +178,7 @@ func TestResolverInterruptedReader(t *testing.T) {
 func TestResolverGetBlockDecodes(t *testing.T) {
 	plain := bytes.Repeat([]byte("decoded "), 1000)
 	b, data := flist.EncodeBlock(plain)
-	src := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+	src := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 	r, c, stats := newTestResolver(ResolverConfig{}, src)
 	for range 3 {
 		got, err := r.GetBlock(t.Context(), b)
@@ -195,13 +195,13 @@ func TestResolverGetBlockDecodes(t *testing.T) {
 // cannot deliver faster than it together (past the one-block burst).
 func TestRateLimited(t *testing.T) {
 	block := make([]byte, flist.BlockSize)
-	src := SourceFunc(func(context.Context, []byte) ([]byte, error) { return block, nil })
+	src := SourceFunc(func(context.Context, flist.BlockID) ([]byte, error) { return block, nil })
 	uplink := newUplink(4 << 20)
 	sources := []Source{limited(src, uplink), limited(src, uplink)}
 	start := time.Now()
 	total := 0
 	for i := range 16 { // 8 MiB over both sources: at least (8 MiB - burst) / 4 MiB/s
-		data, err := sources[i%2].Get(t.Context(), nil)
+		data, err := sources[i%2].Get(t.Context(), flist.HashBlock(block))
 		if err != nil {
 			t.Fatal(err)
 		}

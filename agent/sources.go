@@ -22,8 +22,10 @@ import (
 // hubSource reads blocks from a hub; hub.Client.GetBlock verifies them.
 type hubSource struct{ h *hub.Client }
 
-func (s hubSource) Get(ctx context.Context, id []byte) ([]byte, error) { return s.h.GetBlock(ctx, id) }
-func (s hubSource) String() string                                     { return s.h.String() }
+func (s hubSource) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
+	return s.h.GetBlock(ctx, id)
+}
+func (s hubSource) String() string { return s.h.String() }
 
 // verified is a source whose blocks are checked against their ids before they are
 // returned: a wrong one is an error wrapping flist.ErrBlockCorrupt, and the resolver goes
@@ -33,7 +35,7 @@ type verified struct {
 	log *slog.Logger
 }
 
-func (v verified) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (v verified) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	data, err := v.src.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -72,7 +74,7 @@ type limitedSource struct {
 	lim *rate.Limiter
 }
 
-func (s limitedSource) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s limitedSource) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	data, err := s.src.Get(ctx, id)
 	if err != nil {
 		return nil, err

@@ -59,12 +59,12 @@ func TestStrangerHubBudget(t *testing.T) {
 	const rate, burst = 2, 10
 	var r *Resolver
 	node := startTestNode(t, p2p.Config{FetchRate: rate, FetchBurst: burst}, p2p.Service{
-		Blocks: &heldBlocks{m: map[string][]byte{}}, // holds nothing: every block is fetched
-		Fetch:  func(ctx context.Context, id []byte) ([]byte, error) { return r.FetchForPeer(ctx, id) },
+		Blocks: &heldBlocks{m: map[flist.BlockID][]byte{}}, // holds nothing: every block is fetched
+		Fetch:  func(ctx context.Context, id flist.BlockID) ([]byte, error) { return r.FetchForPeer(ctx, id) },
 	})
 	r, _, _ = newTestResolver(ResolverConfig{Peers: node}, hubSource{hc})
 
-	ask := func(ids [][]byte) (got int) {
+	ask := func(ids []flist.BlockID) (got int) {
 		stranger := startTestNode(t, p2p.Config{Bootstrap: node.Addrs()[:1]}, p2p.Service{})
 		testkit.WaitFor(t, "the stranger to connect", 10*time.Second, func() bool { return len(stranger.Peers()) > 0 })
 		for _, id := range ids {
@@ -78,7 +78,7 @@ func TestStrangerHubBudget(t *testing.T) {
 	}
 
 	// Random ids and the hub's own blocks, of no flist in use here: no hub GET.
-	var ids [][]byte
+	var ids []flist.BlockID
 	for range 200 {
 		ids = append(ids, storetest.ID(32, -1))
 	}

@@ -22,7 +22,7 @@ import (
 func TestWrongBlocksRejected(t *testing.T) {
 	b, data := flist.EncodeBlock([]byte("the real block"))
 	_, other := flist.EncodeBlock([]byte("something else"))
-	lies := func([]byte) ([]byte, error) { return other, nil }
+	lies := func(flist.BlockID) ([]byte, error) { return other, nil }
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	// A hub that answers every block with the wrong bytes.
@@ -38,10 +38,10 @@ func TestWrongBlocksRejected(t *testing.T) {
 		"hub":   hubSource{hc},
 	} {
 		t.Run(name, func(t *testing.T) {
-			good := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+			good := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 			r, c, _ := newTestResolver(ResolverConfig{}, bad, good)
 			for range 5 { // random order: the bad one is met first some of the time
-				c.blocks = map[string][]byte{}
+				c.blocks = map[flist.BlockID][]byte{}
 				if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 					t.Fatalf("fetch with a lying and a good source: %v", err)
 				}
@@ -57,7 +57,7 @@ func TestWrongBlocksRejected(t *testing.T) {
 	}
 
 	t.Run("neighbour", func(t *testing.T) {
-		liar := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: &heldBlocks{m: map[string][]byte{string(b.ID): other}}})
+		liar := startTestNode(t, p2p.Config{}, p2p.Service{Blocks: &heldBlocks{m: map[flist.BlockID][]byte{b.ID: other}}})
 		node := startTestNode(t, p2p.Config{Bootstrap: liar.Addrs()[:1]}, p2p.Service{})
 		for deadline := time.Now().Add(10 * time.Second); len(node.Peers()) == 0; {
 			if time.Now().After(deadline) {
@@ -65,7 +65,7 @@ func TestWrongBlocksRejected(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		good := &fakeSource{fn: serving(map[string][]byte{string(b.ID): data})}
+		good := &fakeSource{fn: serving(map[flist.BlockID][]byte{b.ID: data})}
 		r, c, stats := newTestResolver(ResolverConfig{Peers: node, PeerTimeout: 5 * time.Second}, good)
 		if got, err := r.Fetch(t.Context(), b.ID); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("fetch with a lying neighbour: %v", err)
@@ -73,7 +73,7 @@ func TestWrongBlocksRejected(t *testing.T) {
 		if stats.Peers.Load() != 0 || stats.Hub.Load() != int64(len(data)) || good.calls.Load() != 1 {
 			t.Errorf("peers %d bytes, hub %d bytes, hub calls %d: want the block from the hub only", stats.Peers.Load(), stats.Hub.Load(), good.calls.Load())
 		}
-		if !bytes.Equal(c.blocks[string(b.ID)], data) {
+		if !bytes.Equal(c.blocks[b.ID], data) {
 			t.Error("the cache does not hold the good block")
 		}
 		if node.Stats().Banned != 1 {

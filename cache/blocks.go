@@ -21,13 +21,10 @@ const tmpPrefix = atomicfile.TmpPrefix
 
 // parseName returns the id a block file name stands for, if it is one: the lower-case
 // hex of a 32- or 16-byte id.
-func parseName(name string) ([]byte, bool) {
-	if len(name) != 64 && len(name) != 32 {
-		return nil, false
-	}
-	id, err := hex.DecodeString(name)
-	if err != nil || flist.HexID(id) != name {
-		return nil, false
+func parseName(name string) (flist.BlockID, bool) {
+	id, err := flist.ParseBlockIDHex(name)
+	if err != nil || id.String() != name {
+		return flist.BlockID{}, false
 	}
 	return id, true
 }
@@ -39,7 +36,7 @@ func parseFanout(name string) (byte, bool) {
 		return 0, false
 	}
 	b, err := hex.DecodeString(name)
-	if err != nil || flist.HexID(b) != name {
+	if err != nil || hex.EncodeToString(b) != name {
 		return 0, false
 	}
 	return b[0], true
@@ -47,16 +44,16 @@ func parseFanout(name string) (byte, bool) {
 
 // writeBlock writes the file of block id, then records it in the index with access
 // sequence seq. On failure it leaves neither.
-func (c *Cache) writeBlock(id, data []byte, seq uint64) error {
+func (c *Cache) writeBlock(id flist.BlockID, data []byte, seq uint64) error {
 	p := c.path(id)
 	mkdir := func() error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		c.dirMade[id[0]].Store(true)
+		c.dirMade[id.FirstByte()].Store(true)
 		return nil
 	}
-	if !c.dirMade[id[0]].Load() {
+	if !c.dirMade[id.FirstByte()].Load() {
 		if err := mkdir(); err != nil {
 			return err
 		}

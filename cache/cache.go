@@ -118,7 +118,7 @@ type Config struct {
 	// then a file read, not a hash (which halved the rate of a pull from a neighbour).
 	NoVerifyOnRead bool
 	// OnStore, if set, is called with the id of each block the cache newly stores.
-	OnStore func(id []byte)
+	OnStore func(id flist.BlockID)
 	// OnEvict, if set, is called with the id of each block that leaves the cache:
 	// evicted for room, dropped as damaged, or found missing. Open calls neither hook
 	// for what it reconciles (nothing has been announced yet then: enumerate with Range).
@@ -127,13 +127,13 @@ type Config struct {
 	// the cache held, on the goroutine of some cache call (possibly after the call that
 	// caused the event has returned, never after Close). They may call the cache, except
 	// Close, and should return quickly. The id is theirs to keep.
-	OnEvict func(id []byte)
+	OnEvict func(id flist.BlockID)
 	// Logger receives the cache's logs, tagged component=cache; nil means slog.Default().
 	Logger *slog.Logger
 
 	// verify checks a block against its id; nil means flist.VerifyBlock. Tests replace
 	// it (export_test.go) to run the store conformance suite, whose blocks are random.
-	verify func(id, data []byte) error
+	verify func(id flist.BlockID, data []byte) error
 }
 
 // Stats is a snapshot of the cache's use.
@@ -155,7 +155,7 @@ type Cache struct {
 	blocksDir string
 	log       *slog.Logger
 	db        *leveldb.DB
-	verify    func(id, data []byte) error
+	verify    func(id flist.BlockID, data []byte) error
 	dirMade   [256]atomic.Bool // blocks/<hh> directories known to exist, by id[0]
 	readOnly  bool             // the index was opened read-only (the disk was full): see ErrReadOnly
 	maxBytes  int64            // the quota in force (see Config.MaxBytes); 0: none
@@ -165,27 +165,27 @@ type Cache struct {
 
 	mu       sync.Mutex
 	closed   bool
-	ops      sync.WaitGroup           // calls in progress; Close waits for them
-	entries  map[string]*entry        // cached blocks by id; never busy
-	lru      lruHeap                  // the unpinned cached blocks, least recent first
-	lruBytes int64                    // bytes of the blocks in lru
-	busy     map[string]chan struct{} // ids being written or removed; closed when done
-	space    chan struct{}            // closed (and replaced) when a reservation ends
-	pins     map[string]int32         // id -> number of owners pinning it
-	owners   map[string]int           // owner -> number of ids it pins
-	bytes    int64                    // bytes of the cached blocks
-	reserved int64                    // bytes reserved by Puts in progress
-	seq      uint64                   // last access sequence handed out
-	dirty    map[string]uint64        // access sequences not yet in the index
-	flushing bool                     // a goroutine is writing a batch of dirty
-	events   []event                  // hook calls not yet made
-	draining bool                     // a goroutine is making the hook calls
-	disk     diskSpace                // the filesystem's free space
+	ops      sync.WaitGroup                  // calls in progress; Close waits for them
+	entries  map[flist.BlockID]*entry        // cached blocks by id; never busy
+	lru      lruHeap                         // the unpinned cached blocks, least recent first
+	lruBytes int64                           // bytes of the blocks in lru
+	busy     map[flist.BlockID]chan struct{} // ids being written or removed; closed when done
+	space    chan struct{}                   // closed (and replaced) when a reservation ends
+	pins     map[flist.BlockID]int32         // id -> number of owners pinning it
+	owners   map[string]int                  // owner -> number of ids it pins
+	bytes    int64                           // bytes of the cached blocks
+	reserved int64                           // bytes reserved by Puts in progress
+	seq      uint64                          // last access sequence handed out
+	dirty    map[flist.BlockID]uint64        // access sequences not yet in the index
+	flushing bool                            // a goroutine is writing a batch of dirty
+	events   []event                         // hook calls not yet made
+	draining bool                            // a goroutine is making the hook calls
+	disk     diskSpace                       // the filesystem's free space
 }
 
 // entry is a cached block.
 type entry struct {
-	id   string // the raw id
+	id   flist.BlockID
 	size int64
 	seq  uint64 // last access
 	idx  int    // position in Cache.lru, -1 when pinned
@@ -197,15 +197,15 @@ type entry struct {
 // event is a pending hook call.
 type event struct {
 	stored bool // OnStore, else OnEvict
-	id     []byte
+	id     flist.BlockID
 }
 
 // String names the cache: "cache:" and its directory.
 func (c *Cache) String() string { return "cache:" + c.dir }
 
 // path returns the file of block id.
-func (c *Cache) path(id []byte) string {
-	h := flist.HexID(id)
+func (c *Cache) path(id flist.BlockID) string {
+	h := id.String()
 	return filepath.Join(c.blocksDir, h[:2], h)
 }
 
@@ -224,9 +224,9 @@ func (c *Cache) enter(ctx context.Context) error {
 }
 
 // begin is enter for a call on block id; errors are wrapped with op and the id.
-func (c *Cache) begin(ctx context.Context, op string, id []byte) error {
-	if err := flist.CheckBlockID(id); err != nil {
-		return fmt.Errorf("cache: %s: %w", op, err)
+func (c *Cache) begin(ctx context.Context, op string, id flist.BlockID) error {
+	if !id.Valid() {
+		return fmt.Errorf("cache: %s: no block id", op)
 	}
 	if err := c.enter(ctx); err != nil {
 		return fmt.Errorf("cache: %s %x: %w", op, id, err)
@@ -236,27 +236,27 @@ func (c *Cache) begin(ctx context.Context, op string, id []byte) error {
 
 // Has reports whether the cache holds block id. It does not read or verify the block,
 // nor count as a use of it.
-func (c *Cache) Has(ctx context.Context, id []byte) (bool, error) {
+func (c *Cache) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := c.begin(ctx, "has", id); err != nil {
 		return false, err
 	}
 	defer c.ops.Done()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.entries[string(id)] != nil, nil
+	return c.entries[id] != nil, nil
 }
 
 // Get returns the stored bytes of block id, or an error wrapping ErrNotFound when the
 // cache does not hold it. A block whose file turns out damaged (wrong size, or, unless
 // NoVerifyOnRead, bytes that do not hash to id) is dropped from the cache and reported
 // as not found, so that the caller fetches it again. Get counts as a use for the LRU.
-func (c *Cache) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (c *Cache) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := c.begin(ctx, "get", id); err != nil {
 		return nil, err
 	}
 	defer c.ops.Done()
 	c.mu.Lock()
-	e := c.entries[string(id)]
+	e := c.entries[id]
 	verified := false
 	if e != nil {
 		c.touchLocked(e)
@@ -283,12 +283,12 @@ func (c *Cache) Get(ctx context.Context, id []byte) ([]byte, error) {
 	case errors.Is(err, os.ErrNotExist):
 		// Evicted since we looked (then drop does nothing), or removed behind our back.
 		if c.drop(e) {
-			c.log.Warn("block file missing; dropped", "id", flist.HexID(id))
+			c.log.Warn("block file missing; dropped", "id", id.String())
 		}
 		return nil, fmt.Errorf("cache: get %x: %w", id, ErrNotFound)
 	case errors.Is(err, flist.ErrBlockCorrupt):
 		if c.drop(e) {
-			c.log.Warn("damaged block dropped", "id", flist.HexID(id), "err", err)
+			c.log.Warn("damaged block dropped", "id", id.String(), "err", err)
 		}
 		return nil, fmt.Errorf("cache: get %x: %w (damaged copy dropped: %v)", id, ErrNotFound, err)
 	}
@@ -300,17 +300,17 @@ func (c *Cache) Get(ctx context.Context, id []byte) ([]byte, error) {
 // wrapping flist.ErrBlockCorrupt, and nothing is written. To make room under MaxBytes,
 // Put evicts least recently used unpinned blocks; when that cannot be enough it fails
 // with ErrFull and evicts nothing. Concurrent Puts of one block write it once.
-func (c *Cache) Put(ctx context.Context, id, data []byte) error {
+func (c *Cache) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	return c.put(ctx, id, data, true)
 }
 
 // PutVerified is Put for a caller that has just checked data against id itself (with
 // flist.VerifyBlock): it spares hashing the block a second time.
-func (c *Cache) PutVerified(ctx context.Context, id, data []byte) error {
+func (c *Cache) PutVerified(ctx context.Context, id flist.BlockID, data []byte) error {
 	return c.put(ctx, id, data, false)
 }
 
-func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
+func (c *Cache) put(ctx context.Context, id flist.BlockID, data []byte, verify bool) error {
 	if err := c.begin(ctx, "put", id); err != nil {
 		return err
 	}
@@ -322,7 +322,7 @@ func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
 		return fmt.Errorf("cache: put %x: %w", id, err)
 	}
 	c.refreshFree(true)
-	r, err := c.reserve(ctx, string(id), int64(len(data)))
+	r, err := c.reserve(ctx, id, int64(len(data)))
 	if err != nil {
 		return fmt.Errorf("cache: put %x: %w", id, err)
 	}
@@ -343,12 +343,9 @@ func (c *Cache) put(ctx context.Context, id, data []byte, verify bool) error {
 // checkBlock refuses, before anything is reserved or written, a block that cannot be
 // stored: larger than any block, or (when verify is set, or the id is malformed) not
 // matching its id.
-func (c *Cache) checkBlock(id, data []byte, verify bool) error {
+func (c *Cache) checkBlock(id flist.BlockID, data []byte, verify bool) error {
 	if len(data) > MaxBlockSize {
 		return fmt.Errorf("%w: %d bytes, more than any block (%d)", flist.ErrBlockCorrupt, len(data), MaxBlockSize)
-	}
-	if !verify && len(id) != 32 && len(id) != 16 {
-		verify = true // let the check refuse a malformed id
 	}
 	if verify {
 		return c.verify(id, data)
@@ -360,7 +357,7 @@ func (c *Cache) checkBlock(id, data []byte, verify bool) error {
 // busy, room for its bytes, the access sequence of the block to be, and the blocks
 // evicted for it (to forget before the block is written).
 type reservation struct {
-	key     string
+	key     flist.BlockID
 	size    int64
 	seq     uint64
 	done    chan struct{} // c.busy[key], closed by settle
@@ -371,7 +368,7 @@ type reservation struct {
 // already (which then counts as a use). It waits for the calls that write or remove the
 // same block (concurrent Puts of one block write it once), and for the Puts in progress
 // whose blocks, once written, can be evicted to make room.
-func (c *Cache) reserve(ctx context.Context, key string, size int64) (*reservation, error) {
+func (c *Cache) reserve(ctx context.Context, key flist.BlockID, size int64) (*reservation, error) {
 	for {
 		c.mu.Lock()
 		r, wait, err := c.tryReserveLocked(key, size)
@@ -389,7 +386,7 @@ func (c *Cache) reserve(ctx context.Context, key string, size int64) (*reservati
 
 // tryReserveLocked is one attempt of reserve: it returns the reservation, nil when the
 // block is cached, a channel to wait on before trying again, or an error wrapping ErrFull.
-func (c *Cache) tryReserveLocked(key string, size int64) (*reservation, chan struct{}, error) {
+func (c *Cache) tryReserveLocked(key flist.BlockID, size int64) (*reservation, chan struct{}, error) {
 	if e := c.entries[key]; e != nil {
 		c.touchLocked(e)
 		return nil, nil, nil
@@ -518,16 +515,16 @@ func (c *Cache) removeBlocks(victims []*entry) {
 	if !c.readOnly { // else the records stay: the next Open drops those whose file is missing
 		b := new(leveldb.Batch)
 		for _, e := range victims {
-			b.Delete(blockKey([]byte(e.id)))
-			b.Delete(recencyKey([]byte(e.id)))
+			b.Delete(blockKey(e.id))
+			b.Delete(recencyKey(e.id))
 		}
 		if err := c.db.Write(b, nil); err != nil {
 			c.log.Warn("removing blocks from the index", "blocks", len(victims), "err", err)
 		}
 	}
 	for _, e := range victims {
-		if err := os.Remove(c.path([]byte(e.id))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.log.Warn("removing block file", "id", flist.HexID([]byte(e.id)), "err", err)
+		if err := os.Remove(c.path(e.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("removing block file", "id", e.id.String(), "err", err)
 		}
 	}
 }
@@ -560,25 +557,25 @@ func (c *Cache) touchLocked(e *entry) {
 
 // takeDirtyLocked hands over the access sequences to persist, when there are enough of
 // them (or any, if all) and no other goroutine is writing some.
-func (c *Cache) takeDirtyLocked(all bool) map[string]uint64 {
+func (c *Cache) takeDirtyLocked(all bool) map[flist.BlockID]uint64 {
 	if c.flushing || len(c.dirty) == 0 || (!all && len(c.dirty) < recencyBatch) {
 		return nil
 	}
 	d := c.dirty
-	c.dirty = make(map[string]uint64)
+	c.dirty = make(map[flist.BlockID]uint64)
 	c.flushing = true
 	return d
 }
 
 // flushRecency writes access sequences taken by takeDirtyLocked to the index. A record
 // written for a block evicted meanwhile is harmless: Open deletes it.
-func (c *Cache) flushRecency(d map[string]uint64) {
+func (c *Cache) flushRecency(d map[flist.BlockID]uint64) {
 	if d == nil {
 		return
 	}
 	b := new(leveldb.Batch)
 	for id, seq := range d {
-		b.Put(recencyKey([]byte(id)), encodeUint(seq))
+		b.Put(recencyKey(id), encodeUint(seq))
 	}
 	if err := c.db.Write(b, nil); err != nil {
 		c.log.Warn("saving access times", "blocks", len(d), "err", err)
@@ -590,11 +587,11 @@ func (c *Cache) flushRecency(d map[string]uint64) {
 
 // queueLocked queues a hook call and reports whether the caller must drain the queue
 // (after unlocking): only one goroutine drains at a time, so hooks run in order.
-func (c *Cache) queueLocked(stored bool, id string) bool {
+func (c *Cache) queueLocked(stored bool, id flist.BlockID) bool {
 	if (stored && c.cfg.OnStore == nil) || (!stored && c.cfg.OnEvict == nil) {
 		return false
 	}
-	c.events = append(c.events, event{stored: stored, id: []byte(id)})
+	c.events = append(c.events, event{stored: stored, id: id})
 	if c.draining {
 		return false
 	}
@@ -654,7 +651,7 @@ func (c *Cache) Stats() Stats {
 // example to announce them all to the network. It works on a snapshot taken when it is
 // called, without holding any lock while fn runs: a block may be evicted meanwhile, and
 // blocks stored meanwhile are not seen. The id is fn's to keep. The order is unspecified.
-func (c *Cache) Range(fn func(id []byte, size int64) bool) {
+func (c *Cache) Range(fn func(id flist.BlockID, size int64) bool) {
 	c.mu.Lock()
 	snap := make([]*entry, 0, len(c.entries))
 	for _, e := range c.entries {
@@ -662,7 +659,7 @@ func (c *Cache) Range(fn func(id []byte, size int64) bool) {
 	}
 	c.mu.Unlock()
 	for _, e := range snap { // entries are immutable but for seq and idx, which are not read
-		if !fn([]byte(e.id), e.size) {
+		if !fn(e.id, e.size) {
 			return
 		}
 	}

@@ -34,7 +34,7 @@ import (
 
 // newBlock returns a valid block of size random bytes with an id of idLen bytes (32 for
 // v2, 16 for legacy): the id is the BLAKE2b hash of the bytes, as flist.VerifyBlock wants.
-func newBlock(idLen, size int) (id, data []byte) {
+func newBlock(idLen, size int) (id flist.BlockID, data []byte) {
 	data = make([]byte, size)
 	rand.Read(data)
 	h, err := blake2b.New(idLen, nil)
@@ -42,18 +42,30 @@ func newBlock(idLen, size int) (id, data []byte) {
 		panic(err)
 	}
 	h.Write(data)
-	return h.Sum(nil), data
+	id, err = flist.ParseBlockID(h.Sum(nil))
+	if err != nil {
+		panic(err)
+	}
+	return id, data
 }
 
 // hooks records the cache's hook calls.
 type hooks struct {
 	mu      sync.Mutex
-	stored  [][]byte
-	evicted [][]byte
+	stored  []flist.BlockID
+	evicted []flist.BlockID
 }
 
-func (h *hooks) onStore(id []byte) { h.mu.Lock(); h.stored = append(h.stored, id); h.mu.Unlock() }
-func (h *hooks) onEvict(id []byte) { h.mu.Lock(); h.evicted = append(h.evicted, id); h.mu.Unlock() }
+func (h *hooks) onStore(id flist.BlockID) {
+	h.mu.Lock()
+	h.stored = append(h.stored, id)
+	h.mu.Unlock()
+}
+func (h *hooks) onEvict(id flist.BlockID) {
+	h.mu.Lock()
+	h.evicted = append(h.evicted, id)
+	h.mu.Unlock()
+}
 
 func (h *hooks) counts() (stored, evicted int) {
 	h.mu.Lock()
@@ -61,7 +73,7 @@ func (h *hooks) counts() (stored, evicted int) {
 	return len(h.stored), len(h.evicted)
 }
 
-func (h *hooks) evictedIDs() [][]byte {
+func (h *hooks) evictedIDs() []flist.BlockID {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.evicted)
@@ -119,45 +131,45 @@ func open(t *testing.T, cfg cache.Config) *cache.Cache {
 	return c
 }
 
-func mustPut(t *testing.T, c *cache.Cache, id, data []byte) {
+func mustPut(t *testing.T, c *cache.Cache, id flist.BlockID, data []byte) {
 	t.Helper()
 	if err := c.Put(t.Context(), id, data); err != nil {
-		t.Fatalf("Put %x: %v", id[:4], err)
+		t.Fatalf("Put %x: %v", id, err)
 	}
 }
 
-func mustGet(t *testing.T, c *cache.Cache, id, want []byte) {
+func mustGet(t *testing.T, c *cache.Cache, id flist.BlockID, want []byte) {
 	t.Helper()
 	got, err := c.Get(t.Context(), id)
 	if err != nil {
-		t.Fatalf("Get %x: %v", id[:4], err)
+		t.Fatalf("Get %x: %v", id, err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("Get %x: wrong bytes (%d, want %d)", id[:4], len(got), len(want))
+		t.Fatalf("Get %x: wrong bytes (%d, want %d)", id, len(got), len(want))
 	}
 }
 
-func mustMiss(t *testing.T, c *cache.Cache, id []byte) {
+func mustMiss(t *testing.T, c *cache.Cache, id flist.BlockID) {
 	t.Helper()
 	if _, err := c.Get(t.Context(), id); !errors.Is(err, cache.ErrNotFound) {
-		t.Fatalf("Get %x: err = %v, want ErrNotFound", id[:4], err)
+		t.Fatalf("Get %x: err = %v, want ErrNotFound", id, err)
 	}
 	if ok, err := c.Has(t.Context(), id); err != nil || ok {
-		t.Fatalf("Has %x = %v, %v; want false", id[:4], ok, err)
+		t.Fatalf("Has %x = %v, %v; want false", id, ok, err)
 	}
 }
 
-func hasAll(t *testing.T, c *cache.Cache, want bool, ids ...[]byte) {
+func hasAll(t *testing.T, c *cache.Cache, want bool, ids ...flist.BlockID) {
 	t.Helper()
 	for _, id := range ids {
 		if ok, err := c.Has(t.Context(), id); err != nil || ok != want {
-			t.Fatalf("Has %x = %v, %v; want %v", id[:4], ok, err, want)
+			t.Fatalf("Has %x = %v, %v; want %v", id, ok, err, want)
 		}
 	}
 }
 
 // blockPath is where the cache keeps block id (the documented layout).
-func blockPath(dir string, id []byte) string {
+func blockPath(dir string, id flist.BlockID) string {
 	h := fmt.Sprintf("%x", id)
 	return filepath.Join(dir, "blocks", h[:2], h)
 }
@@ -209,7 +221,7 @@ func randInt(n int) int {
 // store.ErrNotFound, the way the agent maps it.
 type storeCache struct{ *cache.Cache }
 
-func (s storeCache) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s storeCache) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	data, err := s.Cache.Get(ctx, id)
 	if errors.Is(err, cache.ErrNotFound) {
 		err = fmt.Errorf("%w: %w", store.ErrNotFound, err)
@@ -223,7 +235,7 @@ func (s storeCache) Get(ctx context.Context, id []byte) ([]byte, error) {
 // Everything else (ids, errors, contexts, concurrency, the disk) is the real cache; the
 // real verification is tested below.
 func TestStoreConformance(t *testing.T) {
-	accept := func(id, data []byte) error {
+	accept := func(id flist.BlockID, data []byte) error {
 		if len(data) > store.MaxBlockSize {
 			return fmt.Errorf("%w: too large", flist.ErrBlockCorrupt)
 		}
@@ -250,7 +262,10 @@ func TestRoundTrip(t *testing.T) {
 			v2, v2data := flist.EncodeBlock(plain)
 			legacy, legacyData := newBlock(16, 1000)
 			small, smallData := newBlock(32, 1)
-			for _, b := range []struct{ id, data []byte }{{v2.ID, v2data}, {legacy, legacyData}, {small, smallData}} {
+			for _, b := range []struct {
+				id   flist.BlockID
+				data []byte
+			}{{v2.ID, v2data}, {legacy, legacyData}, {small, smallData}} {
 				hasAll(t, c, false, b.id)
 				mustPut(t, c, b.id, b.data)
 				mustPut(t, c, b.id, b.data) // again: harmless
@@ -284,7 +299,7 @@ func TestPutRefusesBadBlocks(t *testing.T) {
 	big := make([]byte, cache.MaxBlockSize+1)
 	for _, tc := range []struct {
 		name    string
-		id      []byte
+		id      flist.BlockID
 		data    []byte
 		corrupt bool // the error wraps flist.ErrBlockCorrupt
 	}{
@@ -294,8 +309,7 @@ func TestPutRefusesBadBlocks(t *testing.T) {
 		{"truncated", id32, data32[:999], true},
 		{"empty", id32, nil, true},
 		{"too large", id32, big, true},
-		{"nil id", nil, data32, false},
-		{"id of 20 bytes", id32[:20], data32, false},
+		{"zero id", flist.BlockID{}, data32, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -308,6 +322,9 @@ func TestPutRefusesBadBlocks(t *testing.T) {
 			if got := errors.Is(err, flist.ErrBlockCorrupt); got != tc.corrupt {
 				t.Errorf("Put: err = %v; wraps ErrBlockCorrupt: %v, want %v", err, got, tc.corrupt)
 			}
+			if !tc.id.Valid() && !strings.Contains(err.Error(), "no block id") {
+				t.Errorf("Put with the zero id: err = %v, want \"no block id\"", err)
+			}
 			if n, _, other := onDisk(t, dir); n != 0 || len(other) != 0 {
 				t.Errorf("after a refused Put the disk holds %d blocks and %q", n, other)
 			}
@@ -317,7 +334,7 @@ func TestPutRefusesBadBlocks(t *testing.T) {
 			if s, e := h.counts(); s+e != 0 {
 				t.Errorf("hooks called: %d stores, %d evictions", s, e)
 			}
-			if len(tc.id) == 32 || len(tc.id) == 16 {
+			if tc.id.Valid() {
 				mustMiss(t, c, tc.id)
 			}
 		})
@@ -376,7 +393,7 @@ func TestGetDetectsDamage(t *testing.T) {
 				t.Fatalf("Get of a damaged block: %d bytes, err = %v; want ErrNotFound", len(got), err)
 			}
 			mustMiss(t, c, id)
-			if ev := h.evictedIDs(); len(ev) != 1 || !bytes.Equal(ev[0], id) {
+			if ev := h.evictedIDs(); len(ev) != 1 || ev[0] != id {
 				t.Errorf("OnEvict calls: %x, want one for the damaged block", ev)
 			}
 			mustGet(t, c, other, otherData)
@@ -459,7 +476,10 @@ func TestReopenReconciles(t *testing.T) {
 	noFile, noFileData := newBlock(32, 1000)
 	wrongSize, wrongSizeData := newBlock(32, 1000)
 	shrunk, shrunkData := newBlock(32, 1000)
-	for _, b := range []struct{ id, data []byte }{{good1, good1Data}, {good2, good2Data}, {noFile, noFileData}, {wrongSize, wrongSizeData}, {shrunk, shrunkData}} {
+	for _, b := range []struct {
+		id   flist.BlockID
+		data []byte
+	}{{good1, good1Data}, {good2, good2Data}, {noFile, noFileData}, {wrongSize, wrongSizeData}, {shrunk, shrunkData}} {
 		mustPut(t, c, b.id, b.data)
 	}
 	if err := c.Close(); err != nil {
@@ -488,7 +508,7 @@ func TestReopenReconciles(t *testing.T) {
 	c = open(t, cfg)
 	mustGet(t, c, good1, good1Data)
 	mustGet(t, c, good2, good2Data)
-	for _, id := range [][]byte{noFile, wrongSize, shrunk, unlisted} {
+	for _, id := range []flist.BlockID{noFile, wrongSize, shrunk, unlisted} {
 		mustMiss(t, c, id)
 	}
 	if st := c.Stats(); st.Blocks != 2 || st.Bytes != 5000 {
@@ -540,10 +560,10 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	c := open(t, config(t, dir, crashMax, nil))
 	n := 0
-	c.Range(func(id []byte, size int64) bool {
+	c.Range(func(id flist.BlockID, size int64) bool {
 		data, err := c.Get(t.Context(), id) // verifies
 		if err != nil || int64(len(data)) != size {
-			t.Errorf("block %x: %d bytes (listed %d), %v", id[:4], len(data), size, err)
+			t.Errorf("block %x: %d bytes (listed %d), %v", id, len(data), size, err)
 		}
 		n++
 		return true
@@ -577,7 +597,7 @@ func TestCrashHelper(t *testing.T) {
 					os.Exit(1)
 				}
 				fmt.Println("put", len(data))
-				c.Pin(context.Background(), "owner", [][]byte{id}) // a few pins and unpins, too
+				c.Pin(context.Background(), "owner", []flist.BlockID{id}) // a few pins and unpins, too
 				if randInt(3) == 0 {
 					c.Unpin(context.Background(), "owner")
 				}
@@ -592,12 +612,16 @@ func TestCrashHelper(t *testing.T) {
 // uses; OnEvict hears of each eviction; recency survives a reopen.
 func TestLRU(t *testing.T) {
 	const size = 1000
-	blocks := make([][2][]byte, 8)
+	type block struct {
+		id   flist.BlockID
+		data []byte
+	}
+	blocks := make([]block, 8)
 	for i := range blocks {
 		id, data := newBlock(32, size)
-		blocks[i] = [2][]byte{id, data}
+		blocks[i] = block{id, data}
 	}
-	id := func(i int) []byte { return blocks[i][0] }
+	id := func(i int) flist.BlockID { return blocks[i].id }
 
 	type step struct {
 		op   string // put, get
@@ -633,18 +657,18 @@ func TestLRU(t *testing.T) {
 			dir := t.TempDir()
 			var h hooks
 			c := open(t, config(t, dir, tc.max, &h))
-			var want [][]byte
+			var want []flist.BlockID
 			for _, s := range tc.steps {
 				switch s.op {
 				case "put":
-					mustPut(t, c, id(s.i), blocks[s.i][1])
+					mustPut(t, c, id(s.i), blocks[s.i].data)
 				case "get":
-					mustGet(t, c, id(s.i), blocks[s.i][1])
+					mustGet(t, c, id(s.i), blocks[s.i].data)
 				}
 				for _, e := range s.evic {
 					want = append(want, id(e))
 				}
-				if got := h.evictedIDs(); !slices.EqualFunc(got, want, bytes.Equal) {
+				if got := h.evictedIDs(); !slices.Equal(got, want) {
 					t.Fatalf("after %s %d: evicted %x, want %x", s.op, s.i, got, want)
 				}
 			}
@@ -662,12 +686,12 @@ func TestLRU(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 3 {
-			mustPut(t, c, id(i), blocks[i][1])
+			mustPut(t, c, id(i), blocks[i].data)
 		}
-		mustGet(t, c, id(0), blocks[0][1])
+		mustGet(t, c, id(0), blocks[0].data)
 		c.Close()
 		c = open(t, config(t, dir, 3*size, nil))
-		mustPut(t, c, id(3), blocks[3][1])
+		mustPut(t, c, id(3), blocks[3].data)
 		hasAll(t, c, true, id(0), id(2), id(3))
 		hasAll(t, c, false, id(1))
 	})
@@ -679,9 +703,9 @@ func TestLRU(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 5 {
-			mustPut(t, c, id(i), blocks[i][1])
+			mustPut(t, c, id(i), blocks[i].data)
 		}
-		mustGet(t, c, id(0), blocks[0][1])
+		mustGet(t, c, id(0), blocks[0].data)
 		c.Close()
 		c = open(t, config(t, dir, 2*size, nil))
 		hasAll(t, c, true, id(0), id(4))
@@ -691,7 +715,7 @@ func TestLRU(t *testing.T) {
 
 	t.Run("block larger than max", func(t *testing.T) {
 		c := open(t, config(t, t.TempDir(), size-1, nil))
-		if err := c.Put(t.Context(), id(0), blocks[0][1]); !errors.Is(err, cache.ErrFull) {
+		if err := c.Put(t.Context(), id(0), blocks[0].data); !errors.Is(err, cache.ErrFull) {
 			t.Fatalf("Put: err = %v, want ErrFull", err)
 		}
 	})
@@ -702,7 +726,7 @@ func TestLRU(t *testing.T) {
 // ErrFull comes when only pinned blocks are left.
 func TestPins(t *testing.T) {
 	const size = 1000
-	newBlocks := func(n int) (ids, datas [][]byte) {
+	newBlocks := func(n int) (ids []flist.BlockID, datas [][]byte) {
 		for range n {
 			id, data := newBlock(32, size)
 			ids, datas = append(ids, id), append(datas, data)
@@ -715,7 +739,7 @@ func TestPins(t *testing.T) {
 		c := open(t, config(t, dir, 3*size, nil))
 		ids, datas := newBlocks(6)
 		// Pinned before they arrive; ids[5] never arrives.
-		if err := c.Pin(t.Context(), "flistA", [][]byte{ids[0], ids[1], ids[5]}); err != nil {
+		if err := c.Pin(t.Context(), "flistA", []flist.BlockID{ids[0], ids[1], ids[5]}); err != nil {
 			t.Fatal(err)
 		}
 		mustPut(t, c, ids[0], datas[0])
@@ -791,7 +815,7 @@ func TestPins(t *testing.T) {
 		mustPut(t, c, ids[2], datas[2])
 		hasAll(t, c, true, ids[1], ids[2])
 		hasAll(t, c, false, ids[0])
-		if ev := h.evictedIDs(); len(ev) != 1 || !bytes.Equal(ev[0], ids[0]) {
+		if ev := h.evictedIDs(); len(ev) != 1 || ev[0] != ids[0] {
 			t.Errorf("evicted %x, want ids[0]", ev)
 		}
 		if err := c.Unpin(t.Context(), "flistB"); err != nil {
@@ -810,7 +834,7 @@ func TestPins(t *testing.T) {
 		c := open(t, config(t, dir, 2*size, nil))
 		ids, datas := newBlocks(3)
 		for range 2 {
-			if err := c.Pin(t.Context(), "flistA", [][]byte{ids[0], ids[0], ids[1]}); err != nil {
+			if err := c.Pin(t.Context(), "flistA", []flist.BlockID{ids[0], ids[0], ids[1]}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -846,13 +870,13 @@ func TestPins(t *testing.T) {
 		id, _ := newBlock(32, 10)
 		for _, tc := range []struct {
 			owner string
-			ids   [][]byte
+			ids   []flist.BlockID
 		}{
-			{"", [][]byte{id}},
-			{"a\x00b", [][]byte{id}},
-			{strings.Repeat("x", 2000), [][]byte{id}},
-			{"ok", [][]byte{id, id[:5]}},
-			{"ok", [][]byte{nil}},
+			{"", []flist.BlockID{id}},
+			{"a\x00b", []flist.BlockID{id}},
+			{strings.Repeat("x", 2000), []flist.BlockID{id}},
+			{"ok", []flist.BlockID{id, {}}},
+			{"ok", []flist.BlockID{{}}},
 		} {
 			if err := c.Pin(t.Context(), tc.owner, tc.ids); err == nil {
 				t.Errorf("Pin(%.10q, %d ids): no error", tc.owner, len(tc.ids))
@@ -875,13 +899,13 @@ func TestHooks(t *testing.T) {
 	var stored, evicted atomic.Int32
 	var hookErr atomic.Value
 	cfg := config(t, dir, 2000, nil)
-	cfg.OnStore = func(id []byte) {
+	cfg.OnStore = func(id flist.BlockID) {
 		stored.Add(1)
 		if ok, err := c.Has(context.Background(), id); !ok || err != nil {
 			hookErr.Store(fmt.Errorf("OnStore: Has = %v, %v", ok, err))
 		}
 	}
-	cfg.OnEvict = func(id []byte) {
+	cfg.OnEvict = func(id flist.BlockID) {
 		evicted.Add(1)
 		if ok, err := c.Has(context.Background(), id); ok || err != nil {
 			hookErr.Store(fmt.Errorf("OnEvict: Has = %v, %v", ok, err))
@@ -904,15 +928,15 @@ func TestHooks(t *testing.T) {
 // TestRange lists every cached block, and stops when told.
 func TestRange(t *testing.T) {
 	c := open(t, config(t, t.TempDir(), 0, nil))
-	want := map[string]int64{}
+	want := map[flist.BlockID]int64{}
 	for i := range 10 {
 		id, data := newBlock(32, 100+i)
 		mustPut(t, c, id, data)
-		want[string(id)] = int64(len(data))
+		want[id] = int64(len(data))
 	}
-	got := map[string]int64{}
-	c.Range(func(id []byte, size int64) bool {
-		got[string(id)] = size
+	got := map[flist.BlockID]int64{}
+	c.Range(func(id flist.BlockID, size int64) bool {
+		got[id] = size
 		return true
 	})
 	if len(got) != len(want) {
@@ -920,11 +944,11 @@ func TestRange(t *testing.T) {
 	}
 	for id, size := range want {
 		if got[id] != size {
-			t.Errorf("Range: block %x size %d, want %d", id[:4], got[id], size)
+			t.Errorf("Range: block %x size %d, want %d", id, got[id], size)
 		}
 	}
 	n := 0
-	c.Range(func([]byte, int64) bool { n++; return n < 3 })
+	c.Range(func(flist.BlockID, int64) bool { n++; return n < 3 })
 	if n != 3 {
 		t.Errorf("Range went on after false: %d calls", n)
 	}
@@ -961,7 +985,7 @@ func TestConcurrent(t *testing.T) {
 		var h hooks
 		const nBlocks, size, room = 40, 8 << 10, 10
 		c := open(t, config(t, dir, room*size, &h))
-		ids, datas := make([][]byte, nBlocks), make([][]byte, nBlocks)
+		ids, datas := make([]flist.BlockID, nBlocks), make([][]byte, nBlocks)
 		for i := range ids {
 			ids[i], datas[i] = newBlock(32, size)
 		}
@@ -1002,7 +1026,7 @@ func TestConcurrent(t *testing.T) {
 						if err := c.Unpin(ctx, owners[w]); err != nil {
 							t.Errorf("Unpin: %v", err)
 						}
-						if err := c.Pin(ctx, owners[w], [][]byte{ids[i], ids[(i+1)%nBlocks]}); err != nil {
+						if err := c.Pin(ctx, owners[w], []flist.BlockID{ids[i], ids[(i+1)%nBlocks]}); err != nil {
 							t.Errorf("Pin: %v", err)
 						}
 					case w < len(owners):
@@ -1124,7 +1148,7 @@ func TestIndexDamage(t *testing.T) {
 			}
 			id, data := newBlock(32, 1000)
 			mustPut(t, c, id, data)
-			if err := c.Pin(t.Context(), "flistA", [][]byte{id}); err != nil {
+			if err := c.Pin(t.Context(), "flistA", []flist.BlockID{id}); err != nil {
 				t.Fatal(err)
 			}
 			c.Close()

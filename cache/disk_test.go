@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/internal/testkit"
 )
 
@@ -78,7 +80,8 @@ func TestDiskReserve(t *testing.T) {
 	cfg := config(t, filepath.Join(dir, "cache"), -1, &h) // no quota: only the reserve
 	cfg.MinFree = minFree
 	c := open(t, cfg)
-	var ids, blocks [][]byte
+	var ids []flist.BlockID
+	var blocks [][]byte
 	for range 8 { // 2 MiB
 		id, data := newBlock(32, blockSize)
 		mustPut(t, c, id, data)
@@ -116,7 +119,7 @@ func TestDiskReserve(t *testing.T) {
 	mustPut(t, c, id, data)
 	mustGet(t, c, id, data)
 	// Free before: 1.75 MiB; after: at least 2 MiB with 256 KiB more stored: 2 blocks go.
-	if ev := h.evictedIDs(); len(ev) != 2 || !slicesEqual(ev, ids[:2]) {
+	if ev := h.evictedIDs(); len(ev) != 2 || !slices.Equal(ev, ids[:2]) {
 		t.Errorf("evicted %d blocks, want the 2 least recently used", len(ev))
 	}
 	if free, _ := diskFree(t, dir); free < minFree-64<<10 { // the index's few writes aside
@@ -126,19 +129,6 @@ func TestDiskReserve(t *testing.T) {
 		t.Errorf("Stats = %+v, want MinFree %d and DiskFree at least that", st, minFree)
 	}
 	checkConsistent(t, c, cfg.Dir)
-}
-
-// slicesEqual reports whether a and b hold the same ids in the same order.
-func slicesEqual(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if string(a[i]) != string(b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // TestDiskFullWrite: with no reserve, a Put that meets a full filesystem fails with
@@ -210,7 +200,8 @@ func TestOpenOnFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids, blocks [][]byte
+	var ids []flist.BlockID
+	var blocks [][]byte
 	for range 4 {
 		id, data := newBlock(32, 64<<10)
 		mustPut(t, c, id, data)

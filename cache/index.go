@@ -37,8 +37,8 @@ const (
 	formatVersion = "1"
 )
 
-func blockKey(id []byte) []byte   { return append([]byte{prefixBlock}, id...) }
-func recencyKey(id []byte) []byte { return append([]byte{prefixRecency}, id...) }
+func blockKey(id flist.BlockID) []byte   { return append([]byte{prefixBlock}, id.Bytes()...) }
+func recencyKey(id flist.BlockID) []byte { return append([]byte{prefixRecency}, id.Bytes()...) }
 func ownerKey(owner string) []byte {
 	return append([]byte{prefixOwner}, owner...)
 }
@@ -49,17 +49,18 @@ func pinPrefix(owner string) []byte {
 	return append(k, 0)
 }
 
-func pinKey(owner string, id []byte) []byte { return append(pinPrefix(owner), id...) }
+func pinKey(owner string, id flist.BlockID) []byte { return append(pinPrefix(owner), id.Bytes()...) }
 
 // parsePinKey splits a pin record's key.
-func parsePinKey(k []byte) (owner string, id []byte, ok bool) {
+func parsePinKey(k []byte) (owner string, id flist.BlockID, ok bool) {
 	i := bytes.IndexByte(k, 0)
 	if len(k) < 1 || k[0] != prefixPin || i < 0 {
-		return "", nil, false
+		return "", flist.BlockID{}, false
 	}
-	owner, id = string(k[1:i]), k[i+1:]
-	if checkOwner(owner) != nil || flist.CheckBlockID(id) != nil {
-		return "", nil, false
+	owner = string(k[1:i])
+	id, err := flist.ParseBlockID(k[i+1:])
+	if checkOwner(owner) != nil || err != nil {
+		return "", flist.BlockID{}, false
 	}
 	return owner, id, true
 }
@@ -122,12 +123,12 @@ func newCache(cfg Config) (*Cache, error) {
 		blocksDir: filepath.Join(dir, "blocks"),
 		log:       log.With("component", "cache", "dir", dir),
 		verify:    cfg.verify,
-		entries:   make(map[string]*entry),
-		busy:      make(map[string]chan struct{}),
+		entries:   make(map[flist.BlockID]*entry),
+		busy:      make(map[flist.BlockID]chan struct{}),
 		space:     make(chan struct{}),
-		pins:      make(map[string]int32),
+		pins:      make(map[flist.BlockID]int32),
 		owners:    make(map[string]int),
-		dirty:     make(map[string]uint64),
+		dirty:     make(map[flist.BlockID]uint64),
 	}
 	if c.verify == nil {
 		c.verify = flist.VerifyBlock
@@ -217,13 +218,13 @@ func (c *Cache) load() error {
 // scanIndex reads the whole index once: it returns what it says of each block, the
 // records it cannot parse (to delete: junk) and the index format, and fills c.owners and
 // c.pins, which need nothing from the disk.
-func (c *Cache) scanIndex() (recs map[string]*record, junk *leveldb.Batch, version string, err error) {
-	recs = make(map[string]*record)
-	rec := func(id []byte) *record {
-		r := recs[string(id)]
+func (c *Cache) scanIndex() (recs map[flist.BlockID]*record, junk *leveldb.Batch, version string, err error) {
+	recs = make(map[flist.BlockID]*record)
+	rec := func(id flist.BlockID) *record {
+		r := recs[id]
 		if r == nil {
 			r = &record{}
-			recs[string(id)] = r
+			recs[id] = r
 		}
 		return r
 	}
@@ -236,9 +237,9 @@ func (c *Cache) scanIndex() (recs map[string]*record, junk *leveldb.Batch, versi
 		case prefixVersion:
 			version = string(v)
 		case prefixBlock, prefixRecency:
-			id := k[1:]
+			id, err := flist.ParseBlockID(k[1:])
 			n, ok := decodeUint(v)
-			if flist.CheckBlockID(id) != nil || !ok || (k[0] == prefixBlock && n > MaxBlockSize) {
+			if err != nil || !ok || (k[0] == prefixBlock && n > MaxBlockSize) {
 				junk.Delete(bytes.Clone(k))
 				continue
 			}
@@ -264,7 +265,7 @@ func (c *Cache) scanIndex() (recs map[string]*record, junk *leveldb.Batch, versi
 				continue
 			}
 			c.owners[owner]++
-			c.pins[string(id)]++
+			c.pins[id]++
 		}
 	}
 	if err := it.Error(); err != nil {
@@ -294,12 +295,12 @@ func (c *Cache) checkFormat(version string) error {
 // enterBlocks builds the in-memory state from the reconciled records: a block whose file
 // is right becomes an entry (evictable unless pinned); the records of the others go to
 // junk, and a listed block with no file at all counts as missing in st.
-func (c *Cache) enterBlocks(recs map[string]*record, junk *leveldb.Batch, st *reconcileStats) {
+func (c *Cache) enterBlocks(recs map[flist.BlockID]*record, junk *leveldb.Batch, st *reconcileStats) {
 	for id, r := range recs {
 		if !r.seen {
-			junk.Delete(recencyKey([]byte(id)))
+			junk.Delete(recencyKey(id))
 			if r.listed {
-				junk.Delete(blockKey([]byte(id)))
+				junk.Delete(blockKey(id))
 				if !r.wrongSize {
 					st.missing++
 				}
@@ -365,7 +366,7 @@ type reconcileStats struct {
 // reconcile walks blocks/: it removes temporary files, files the index does not list,
 // files whose size differs from the index (marking their records wrongSize) and anything
 // else that is not a block file, and marks seen the records whose file is right.
-func (c *Cache) reconcile(recs map[string]*record) (reconcileStats, error) {
+func (c *Cache) reconcile(recs map[flist.BlockID]*record) (reconcileStats, error) {
 	var st reconcileStats
 	remove := func(p string, n *int) {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
@@ -410,7 +411,7 @@ func (c *Cache) reconcile(recs map[string]*record) (reconcileStats, error) {
 				remove(p, &st.foreign)
 				continue
 			}
-			r := recs[string(id)]
+			r := recs[id]
 			if r == nil || !r.listed {
 				remove(p, &st.unlisted)
 				continue

@@ -34,13 +34,13 @@ func checkOwner(owner string) error {
 // pinned when they arrive. Pinning is cumulative and idempotent, durable when Pin
 // returns, and survives restarts. An owner pinning no id at all is still recorded (see
 // Owners). Pin does not fetch anything.
-func (c *Cache) Pin(ctx context.Context, owner string, ids [][]byte) error {
+func (c *Cache) Pin(ctx context.Context, owner string, ids []flist.BlockID) error {
 	if err := checkOwner(owner); err != nil {
 		return fmt.Errorf("cache: pin: %w", err)
 	}
 	for _, id := range ids {
-		if err := flist.CheckBlockID(id); err != nil {
-			return fmt.Errorf("cache: pin %s: %w", owner, err)
+		if !id.Valid() {
+			return fmt.Errorf("cache: pin %s: no block id", owner)
 		}
 	}
 	if err := c.enter(ctx); err != nil {
@@ -60,13 +60,13 @@ func (c *Cache) Pin(ctx context.Context, owner string, ids [][]byte) error {
 
 	b := new(leveldb.Batch)
 	b.Put(ownerKey(owner), nil)
-	seen := make(map[string]struct{}, len(ids))
-	var added []string
+	seen := make(map[flist.BlockID]struct{}, len(ids))
+	var added []flist.BlockID
 	for i, id := range ids {
-		if _, dup := seen[string(id)]; dup {
+		if _, dup := seen[id]; dup {
 			continue
 		}
-		seen[string(id)] = struct{}{}
+		seen[id] = struct{}{}
 		if lookup {
 			if i%pinCheckEvery == 0 {
 				if err := ctx.Err(); err != nil {
@@ -81,7 +81,7 @@ func (c *Cache) Pin(ctx context.Context, owner string, ids [][]byte) error {
 				continue
 			}
 		}
-		added = append(added, string(id))
+		added = append(added, id)
 		b.Put(pinKey(owner, id), nil)
 	}
 	if err := c.db.Write(b, syncWrite); err != nil {
@@ -121,11 +121,13 @@ func (c *Cache) Unpin(ctx context.Context, owner string) error {
 
 	prefix := pinPrefix(owner)
 	b := new(leveldb.Batch)
-	var ids []string
+	var ids []flist.BlockID
 	it := c.db.NewIterator(util.BytesPrefix(prefix), nil)
 	for it.Next() {
 		k := it.Key()
-		ids = append(ids, string(k[len(prefix):]))
+		if _, id, ok := parsePinKey(k); ok { // Open removed those that do not parse
+			ids = append(ids, id)
+		}
 		b.Delete(bytes.Clone(k))
 	}
 	it.Release()

@@ -328,11 +328,10 @@ func (d *testDaemon) checkCache(t *testing.T) int {
 	return checked
 }
 
-func hexID(name string) ([]byte, error) {
-	var id []byte
-	_, err := fmt.Sscanf(name, "%x", &id)
-	if err != nil || (len(id) != 32 && len(id) != 16) || len(name) != 2*len(id) {
-		return nil, fmt.Errorf("not a block id: %q", name)
+func hexID(name string) (flist.BlockID, error) {
+	id, err := flist.ParseBlockIDHex(name)
+	if err != nil {
+		return flist.BlockID{}, fmt.Errorf("not a block id: %q", name)
 	}
 	return id, nil
 }

@@ -72,7 +72,7 @@ func fetchFlist(t *testing.T, url, cid string) string {
 }
 
 // blockIDs returns the distinct block ids of an flist.
-func blockIDs(t *testing.T, path string) map[string]bool {
+func blockIDs(t *testing.T, path string) map[flist.BlockID]bool {
 	t.Helper()
 	ctx := t.Context()
 	f, err := flist.Open(ctx, path)
@@ -80,11 +80,11 @@ func blockIDs(t *testing.T, path string) map[string]bool {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	ids := map[string]bool{}
+	ids := map[flist.BlockID]bool{}
 	err = flist.Walk(ctx, f, func(_ string, e flist.Entry) error {
 		bl, err := f.Blocks(ctx, e.Ino)
 		for _, b := range bl {
-			ids[string(b.ID)] = true
+			ids[b.ID] = true
 		}
 		return err
 	})
@@ -186,9 +186,9 @@ func TestHubPushExisting(t *testing.T) {
 
 			idsA, idsB := blockIDs(t, fetchFlist(t, h.URL, cidA)), blockIDs(t, flB)
 			want := 0
-			var all [][]byte
+			var all []flist.BlockID
 			for id := range idsB {
-				all = append(all, []byte(id))
+				all = append(all, id)
 				if !idsA[id] {
 					want++
 				}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -54,8 +53,7 @@ func (e *blockEncoder) encode(plain []byte) (Block, []byte) {
 	}
 	compressed := snappy.Encode(e.compressed, plain)
 	e.sealed = newGCM(key[:]).Seal(e.sealed[:0], key[:12], compressed, nil)
-	id := blake2b.Sum256(e.sealed)
-	return Block{ID: id[:], Key: key[:]}, e.sealed
+	return Block{ID: HashBlock(e.sealed), Key: key[:]}, e.sealed
 }
 
 // DecodeBlock verifies stored bytes against b.ID, decrypts and decompresses them and
@@ -63,43 +61,28 @@ func (e *blockEncoder) encode(plain []byte) (Block, []byte) {
 // blocks, 16 for legacy ones. Errors wrap ErrBlockCorrupt.
 func DecodeBlock(b Block, data []byte) ([]byte, error) {
 	switch {
-	case len(b.ID) == 32 && len(b.Key) == 32:
+	case b.ID.Len() == 32 && len(b.Key) == 32:
 		return decodeV2Block(b, data)
-	case len(b.ID) == 16 && len(b.Key) == 16:
+	case b.ID.Legacy() && len(b.Key) == legacyHashSize:
 		return decodeLegacyBlock(b, data)
 	}
-	return nil, fmt.Errorf("%w: id of %d bytes and key of %d bytes", ErrBlockCorrupt, len(b.ID), len(b.Key))
+	return nil, fmt.Errorf("%w: id of %d bytes and key of %d bytes", ErrBlockCorrupt, b.ID.Len(), len(b.Key))
 }
-
-// CheckBlockID refuses ids that cannot name a block: v2 ids are 32 bytes (BLAKE2b-256),
-// legacy ones 16 (BLAKE2b-128). It is the one rule for a block id, wherever one comes in.
-func CheckBlockID(id []byte) error {
-	if len(id) != 32 && len(id) != 16 {
-		return fmt.Errorf("invalid block id of %d bytes (want 32, or 16 for a legacy block)", len(id))
-	}
-	return nil
-}
-
-// HexID is the lower-case hex form of a block id, as logs, paths and URLs write it.
-func HexID(id []byte) string { return hex.EncodeToString(id) }
 
 // VerifyBlock checks that stored bytes hash to id, without decoding them. Caches and peers
 // use it to accept a block they cannot (and need not) decrypt.
-func VerifyBlock(id, data []byte) error {
-	var sum []byte
-	switch len(id) {
-	case 32:
-		s := blake2b.Sum256(data)
-		sum = s[:]
-	case 16:
-		h, _ := blake2b.New(16, nil)
-		h.Write(data)
-		sum = h.Sum(nil)
+func VerifyBlock(id BlockID, data []byte) error {
+	var sum BlockID
+	switch {
+	case id.Legacy():
+		sum = legacyBlockID(blake2b128(data))
+	case id.Valid():
+		sum = HashBlock(data)
 	default:
-		return fmt.Errorf("%w: id of %d bytes", ErrBlockCorrupt, len(id))
+		return fmt.Errorf("%w: no block id", ErrBlockCorrupt)
 	}
-	if !bytes.Equal(sum, id) {
-		return fmt.Errorf("%w: content hashes to %x, want %x", ErrBlockCorrupt, sum, id)
+	if sum != id {
+		return fmt.Errorf("%w: content hashes to %s, want %s", ErrBlockCorrupt, sum, id)
 	}
 	return nil
 }
@@ -112,7 +95,7 @@ func VerifyBlock(id, data []byte) error {
 // flist's author, who chooses the content anyway. That hash was a third of the CPU of a
 // cold read. DecodeBlock (cat, pack checks) still checks everything.
 func DecodeVerifiedBlock(b Block, data []byte) ([]byte, error) {
-	if len(b.ID) == 32 && len(b.Key) == 32 {
+	if b.ID.Len() == 32 && len(b.Key) == 32 {
 		return decodeV2Content(b, data, false)
 	}
 	return DecodeBlock(b, data)
@@ -136,19 +119,19 @@ func decodeV2Content(b Block, data []byte, checkKey bool) ([]byte, error) {
 	compressed, err := newGCM(b.Key).Open((*buf)[:0], b.Key[:12], data, nil)
 	*buf = compressed[:0]
 	if err != nil {
-		return nil, fmt.Errorf("%w: %x: decrypt: %v", ErrBlockCorrupt, b.ID, err)
+		return nil, fmt.Errorf("%w: %s: decrypt: %v", ErrBlockCorrupt, b.ID, err)
 	}
 	n, err := snappy.DecodedLen(compressed)
 	if err != nil || n > maxBlockPlain {
-		return nil, fmt.Errorf("%w: %x: bad snappy length (%d, %v)", ErrBlockCorrupt, b.ID, n, err)
+		return nil, fmt.Errorf("%w: %s: bad snappy length (%d, %v)", ErrBlockCorrupt, b.ID, n, err)
 	}
 	plain, err := snappy.Decode(make([]byte, n), compressed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %x: decompress: %v", ErrBlockCorrupt, b.ID, err)
+		return nil, fmt.Errorf("%w: %s: decompress: %v", ErrBlockCorrupt, b.ID, err)
 	}
 	if checkKey {
 		if key := blake2b.Sum256(plain); !bytes.Equal(key[:], b.Key) {
-			return nil, fmt.Errorf("%w: %x: content does not match its key", ErrBlockCorrupt, b.ID)
+			return nil, fmt.Errorf("%w: %s: content does not match its key", ErrBlockCorrupt, b.ID)
 		}
 	}
 	return plain, nil

@@ -34,10 +34,10 @@ func TestBlockVector(t *testing.T) {
 	if got := hex.EncodeToString(data); got != vectorData {
 		t.Errorf("encrypted = %s, want %s", got, vectorData)
 	}
-	if got := hex.EncodeToString(b.ID); got != vectorID {
+	if got := b.ID.String(); got != vectorID {
 		t.Errorf("id = %s, want %s", got, vectorID)
 	}
-	plain, err := DecodeBlock(Block{ID: unhex(t, vectorID), Key: unhex(t, vectorKey)}, unhex(t, vectorData))
+	plain, err := DecodeBlock(Block{ID: mustID(t, unhex(t, vectorID)), Key: unhex(t, vectorKey)}, unhex(t, vectorData))
 	if err != nil || string(plain) != vectorPlain {
 		t.Fatalf("decode = %q, %v; want %q", plain, err, vectorPlain)
 	}
@@ -69,7 +69,7 @@ func TestBlockDecodeRejects(t *testing.T) {
 		{"truncated", b, data[:len(data)-1]},
 		{"empty", b, nil},
 		{"wrong key", Block{ID: b.ID, Key: other.Key}, data},
-		{"short id", Block{ID: b.ID[:31], Key: b.Key}, data},
+		{"no id", Block{Key: b.Key}, data},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := DecodeBlock(tc.block, tc.data); !errors.Is(err, ErrBlockCorrupt) {
@@ -80,24 +80,24 @@ func TestBlockDecodeRejects(t *testing.T) {
 }
 
 func TestBlockCID(t *testing.T) {
-	for _, id := range [][]byte{unhex(t, vectorID), unhex(t, "5f523a27ab70cb3b6efb21a56c544823")} {
+	for _, id := range []BlockID{mustID(t, unhex(t, vectorID)), mustID(t, unhex(t, "5f523a27ab70cb3b6efb21a56c544823"))} {
 		c, err := BlockCID(id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := BlockID(c)
-		if err != nil || !bytes.Equal(back, id) {
-			t.Errorf("BlockID(BlockCID(%x)) = %x, %v", id, back, err)
+		back, err := BlockIDFromCID(c)
+		if err != nil || back != id {
+			t.Errorf("BlockIDFromCID(BlockCID(%s)) = %s, %v", id, back, err)
 		}
 	}
-	if _, err := BlockCID(make([]byte, 20)); err == nil {
-		t.Error("BlockCID accepted a 20-byte id")
+	if _, err := BlockCID(BlockID{}); err == nil {
+		t.Error("BlockCID accepted the zero id")
 	}
 	fc, err := FileCID(bytes.NewReader([]byte(vectorPlain)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := BlockID(fc); err != nil {
+	if _, err := BlockIDFromCID(fc); err != nil {
 		t.Errorf("a file CID is a BLAKE2b-256 raw CID too: %v", err)
 	}
 	if fc.Prefix().Version != 1 {
@@ -117,7 +117,7 @@ func FuzzDecodeBlock(f *testing.F) {
 	f.Add(unhex(f, "e596e68441db4507c09ae4a073b7d876"), unhex(f, "673f9b048f463971fa3bcb1fbd38d25c99f4a4dacd71b5afad3d5583db440fe8"))
 	f.Fuzz(func(t *testing.T, key, data []byte) {
 		for _, size := range []int{32, 16} {
-			id := blake2bSum(size, data)
+			id := mustID(t, blake2bSum(size, data))
 			plain, err := DecodeBlock(Block{ID: id, Key: key}, data)
 			if err != nil {
 				if !errors.Is(err, ErrBlockCorrupt) {

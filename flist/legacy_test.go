@@ -123,8 +123,10 @@ type legacyTInode struct {
 	sub    string  // dir: key; "" for the hash of its path, "none" for no key
 	target string  // link
 	blocks []Block // file
-	stype  uint16  // special
-	sdata  string  // special
+	// badID, when set, is written as the first block's id: a length no BlockID can hold.
+	badID []byte
+	stype uint16 // special
+	sdata string // special
 }
 
 type legacyTDir struct {
@@ -168,7 +170,11 @@ func legacyEncodeDir(rel string, d legacyTDir) []byte {
 			if len(in.blocks) > 0 {
 				l := b.newStructList(a+1, len(in.blocks), 0, 2)
 				for j, blk := range in.blocks {
-					b.setBytes(l+2*j, blk.ID)
+					id := blk.ID.Bytes()
+					if j == 0 && in.badID != nil {
+						id = in.badID
+					}
+					b.setBytes(l+2*j, id)
 					b.setBytes(l+2*j+1, blk.Key)
 				}
 			}
@@ -242,7 +248,7 @@ func legacyTree() (dirs map[string]*legacyTDir, acis map[string][]byte) {
 func legacyTreeManifest() []string {
 	blk := func(seed string) string {
 		b := legacyTestBlock(seed)
-		return hex.EncodeToString(b.ID) + ":" + hex.EncodeToString(b.Key)
+		return b.ID.String() + ":" + hex.EncodeToString(b.Key)
 	}
 	return []string{
 		"d\t/\t0755\t0\t0\t0\t100\t0\t-\t-",
@@ -440,12 +446,12 @@ func TestLegacySmall(t *testing.T) {
 	}
 	for i, seed := range []string{"one", "two"} {
 		want := legacyTestBlock(seed)
-		if !bytes.Equal(blocks[i].ID, want.ID) || !bytes.Equal(blocks[i].Key, want.Key) {
-			t.Errorf("block %d = %x:%x, want %x:%x", i, blocks[i].ID, blocks[i].Key, want.ID, want.Key)
+		if blocks[i].ID != want.ID || !bytes.Equal(blocks[i].Key, want.Key) {
+			t.Errorf("block %d = %s:%x, want %s:%x", i, blocks[i].ID, blocks[i].Key, want.ID, want.Key)
 		}
 	}
-	blocks[0].ID[0] ^= 0xff
-	if again, _ := l.Blocks(ctx, hello.Ino); again[0].ID[0] == blocks[0].ID[0] {
+	blocks[0].Key[0] ^= 0xff
+	if again, _ := l.Blocks(ctx, hello.Ino); again[0].Key[0] == blocks[0].Key[0] {
 		t.Errorf("Blocks() shares its bytes with the caller")
 	}
 
@@ -624,10 +630,11 @@ func TestLegacyHostile(t *testing.T) {
 		{"size larger than blocks", mut{dirs: func(d map[string]*legacyTDir) { root(d).inodes[2].size = 2*512<<10 + 1 }}},
 		{"content without blocks", mut{dirs: func(d map[string]*legacyTDir) { root(d).inodes[5].size = 1 }}},
 		{"block id of 15 bytes", mut{dirs: func(d map[string]*legacyTDir) {
-			root(d).inodes[2].blocks = []Block{{ID: make([]byte, 15), Key: make([]byte, 16)}, legacyTestBlock("x")}
+			root(d).inodes[2].blocks = []Block{{Key: make([]byte, 16)}, legacyTestBlock("x")}
+			root(d).inodes[2].badID = make([]byte, 15)
 		}}},
 		{"block key missing", mut{dirs: func(d map[string]*legacyTDir) {
-			root(d).inodes[2].blocks = []Block{{ID: make([]byte, 16)}, legacyTestBlock("x")}
+			root(d).inodes[2].blocks = []Block{{ID: mustID(t, make([]byte, 16))}, legacyTestBlock("x")}
 		}}},
 		{"unknown inode kind", mut{dirs: func(d map[string]*legacyTDir) { root(d).inodes[2].kind = 7 }}},
 		{"special of unknown type", mut{dirs: func(d map[string]*legacyTDir) { d["dev"].inodes[0].stype = 4 }}},

@@ -260,7 +260,7 @@ func (l *Legacy) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 	out := make([]Block, n.NBlocks)
 	for i := range out {
 		b := buf[2*legacyHashSize*i:]
-		out[i] = Block{ID: b[:legacyHashSize:legacyHashSize], Key: b[legacyHashSize : 2*legacyHashSize : 2*legacyHashSize]}
+		out[i] = Block{ID: legacyBlockID(b[:legacyHashSize]), Key: b[legacyHashSize : 2*legacyHashSize : 2*legacyHashSize]}
 	}
 	return out, nil
 }

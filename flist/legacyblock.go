@@ -69,25 +69,25 @@ func encodeLegacyBlock(plain []byte) (Block, []byte) {
 	for i, w := range v {
 		binary.LittleEndian.PutUint32(data[4*i:], w)
 	}
-	return Block{ID: blake2b128(data), Key: key}, data
+	return Block{ID: legacyBlockID(blake2b128(data)), Key: key}, data
 }
 
 // decodeLegacyBlock verifies stored bytes against b.ID, decrypts and decompresses them and
 // verifies the result against b.Key.
 func decodeLegacyBlock(b Block, data []byte) ([]byte, error) {
-	if len(b.ID) != legacyHashSize || len(b.Key) != legacyHashSize {
+	if !b.ID.Legacy() || len(b.Key) != legacyHashSize {
 		return nil, fmt.Errorf("%w: legacy block id of %d bytes and key of %d bytes, want %d",
-			ErrBlockCorrupt, len(b.ID), len(b.Key), legacyHashSize)
+			ErrBlockCorrupt, b.ID.Len(), len(b.Key), legacyHashSize)
 	}
-	if !bytes.Equal(blake2b128(data), b.ID) {
-		return nil, fmt.Errorf("%w: legacy block %x: content does not match its id", ErrBlockCorrupt, b.ID)
+	if legacyBlockID(blake2b128(data)) != b.ID {
+		return nil, fmt.Errorf("%w: legacy block %s: content does not match its id", ErrBlockCorrupt, b.ID)
 	}
 	switch {
 	case len(data) < 8 || len(data)%4 != 0:
-		return nil, fmt.Errorf("%w: legacy block %x: %d bytes is not a whole number (>= 2) of words",
+		return nil, fmt.Errorf("%w: legacy block %s: %d bytes is not a whole number (>= 2) of words",
 			ErrBlockCorrupt, b.ID, len(data))
 	case len(data) > maxLegacyBlockStored:
-		return nil, fmt.Errorf("%w: legacy block %x: %d bytes, more than the limit of %d",
+		return nil, fmt.Errorf("%w: legacy block %s: %d bytes, more than the limit of %d",
 			ErrBlockCorrupt, b.ID, len(data), maxLegacyBlockStored)
 	}
 
@@ -103,7 +103,7 @@ func decodeLegacyBlock(b Block, data []byte) ([]byte, error) {
 	room := 4 * (len(v) - 1)
 	m := int(v[len(v)-1])
 	if m > room || m < room-3 {
-		return nil, fmt.Errorf("%w: legacy block %x does not decrypt with its key", ErrBlockCorrupt, b.ID)
+		return nil, fmt.Errorf("%w: legacy block %s does not decrypt with its key", ErrBlockCorrupt, b.ID)
 	}
 	compressed := make([]byte, room)
 	for i, w := range v[:len(v)-1] {
@@ -113,18 +113,18 @@ func decodeLegacyBlock(b Block, data []byte) ([]byte, error) {
 
 	n, err := snappy.DecodedLen(compressed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: legacy block %x: snappy: %v", ErrBlockCorrupt, b.ID, err)
+		return nil, fmt.Errorf("%w: legacy block %s: snappy: %v", ErrBlockCorrupt, b.ID, err)
 	}
 	if n > maxLegacyBlockPlain {
-		return nil, fmt.Errorf("%w: legacy block %x declares %d decoded bytes, more than the limit of %d",
+		return nil, fmt.Errorf("%w: legacy block %s declares %d decoded bytes, more than the limit of %d",
 			ErrBlockCorrupt, b.ID, n, maxLegacyBlockPlain)
 	}
 	plain, err := snappy.Decode(make([]byte, n), compressed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: legacy block %x: snappy: %v", ErrBlockCorrupt, b.ID, err)
+		return nil, fmt.Errorf("%w: legacy block %s: snappy: %v", ErrBlockCorrupt, b.ID, err)
 	}
 	if !bytes.Equal(blake2b128(plain), b.Key) {
-		return nil, fmt.Errorf("%w: legacy block %x: decoded content does not match its key", ErrBlockCorrupt, b.ID)
+		return nil, fmt.Errorf("%w: legacy block %s: decoded content does not match its key", ErrBlockCorrupt, b.ID)
 	}
 	return plain, nil
 }

@@ -44,11 +44,11 @@ func TestLegacyBlockVector(t *testing.T) {
 	if got := hex.EncodeToString(stored); got != v.stored {
 		t.Errorf("stored = %s, want %s", got, v.stored)
 	}
-	if got := hex.EncodeToString(b.ID); got != v.id {
+	if got := b.ID.String(); got != v.id {
 		t.Errorf("id = %s, want %s", got, v.id)
 	}
 
-	want := Block{ID: legacyUnhex(t, v.id), Key: legacyUnhex(t, v.key)}
+	want := Block{ID: mustID(t, legacyUnhex(t, v.id)), Key: legacyUnhex(t, v.key)}
 	plain, err := decodeLegacyBlock(want, legacyUnhex(t, v.stored))
 	if err != nil {
 		t.Fatalf("decode: %v", err)
@@ -87,8 +87,8 @@ func TestLegacyBlockRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, stored := encodeLegacyBlock(tt.plain)
-			if len(b.ID) != 16 || len(b.Key) != 16 {
-				t.Fatalf("id %d bytes, key %d bytes", len(b.ID), len(b.Key))
+			if !b.ID.Legacy() || len(b.Key) != 16 {
+				t.Fatalf("id %d bytes, key %d bytes", b.ID.Len(), len(b.Key))
 			}
 			c := len(snappy.Encode(nil, tt.plain))
 			if want := 4*((c+3)/4) + 4; len(stored) != want {
@@ -103,7 +103,7 @@ func TestLegacyBlockRoundTrip(t *testing.T) {
 			}
 			// Same content, same block: the deduplication depends on it.
 			b2, stored2 := encodeLegacyBlock(tt.plain)
-			if !bytes.Equal(b.ID, b2.ID) || !bytes.Equal(stored, stored2) {
+			if b.ID != b2.ID || !bytes.Equal(stored, stored2) {
 				t.Errorf("encoding is not deterministic")
 			}
 		})
@@ -112,10 +112,10 @@ func TestLegacyBlockRoundTrip(t *testing.T) {
 
 func TestLegacyBlockCorrupt(t *testing.T) {
 	v := legacyBlockVector
-	id, key, stored := legacyUnhex(t, v.id), legacyUnhex(t, v.key), legacyUnhex(t, v.stored)
+	id, key, stored := mustID(t, legacyUnhex(t, v.id)), legacyUnhex(t, v.key), legacyUnhex(t, v.stored)
 
 	// A block whose length word lies, re-identified so that only the length check trips.
-	liar := func(length uint32) ([]byte, []byte) {
+	liar := func(length uint32) (BlockID, []byte) {
 		w := []uint32{1, 2, length}
 		k := xxteaKey(key)
 		xxteaEncrypt(w, &k)
@@ -123,7 +123,7 @@ func TestLegacyBlockCorrupt(t *testing.T) {
 		for i, x := range w {
 			b[4*i], b[4*i+1], b[4*i+2], b[4*i+3] = byte(x), byte(x>>8), byte(x>>16), byte(x>>24)
 		}
-		return blake2b128(b), b
+		return legacyBlockID(blake2b128(b)), b
 	}
 	liarID, liarData := liar(100)
 
@@ -144,7 +144,7 @@ func TestLegacyBlockCorrupt(t *testing.T) {
 		for i, x := range w {
 			out[4*i], out[4*i+1], out[4*i+2], out[4*i+3] = byte(x), byte(x>>8), byte(x>>16), byte(x>>24)
 		}
-		return Block{ID: blake2b128(out), Key: key}, out
+		return Block{ID: legacyBlockID(blake2b128(out)), Key: key}, out
 	}()
 
 	flipped := bytes.Clone(stored)
@@ -157,14 +157,14 @@ func TestLegacyBlockCorrupt(t *testing.T) {
 		b    Block
 		data []byte
 	}{
-		{"short id", Block{ID: id[:15], Key: key}, stored},
+		{"no id", Block{Key: key}, stored},
 		{"long key", Block{ID: id, Key: append(bytes.Clone(key), 0)}, stored},
-		{"v2 sizes", Block{ID: make([]byte, 32), Key: make([]byte, 32)}, stored},
-		{"wrong id", Block{ID: otherKey, Key: key}, stored},
+		{"v2 sizes", Block{ID: mustID(t, make([]byte, 32)), Key: make([]byte, 32)}, stored},
+		{"wrong id", Block{ID: legacyBlockID(otherKey), Key: key}, stored},
 		{"flipped bit", Block{ID: id, Key: key}, flipped},
-		{"truncated", Block{ID: blake2b128(stored[:31]), Key: key}, stored[:31]},
-		{"one word", Block{ID: blake2b128(stored[:4]), Key: key}, stored[:4]},
-		{"empty", Block{ID: blake2b128(nil), Key: key}, nil},
+		{"truncated", Block{ID: legacyBlockID(blake2b128(stored[:31])), Key: key}, stored[:31]},
+		{"one word", Block{ID: legacyBlockID(blake2b128(stored[:4])), Key: key}, stored[:4]},
+		{"empty", Block{ID: legacyBlockID(blake2b128(nil)), Key: key}, nil},
 		{"wrong key", Block{ID: id, Key: otherKey}, stored},
 		{"length word lies", Block{ID: liarID, Key: key}, liarData},
 		{"too big", bigBlock, bigData},
@@ -186,11 +186,13 @@ func FuzzDecodeLegacyBlock(f *testing.F) {
 	v := legacyBlockVector
 	f.Add(legacyUnhex(f, v.id), legacyUnhex(f, v.key), legacyUnhex(f, v.stored))
 	b, stored := encodeLegacyBlock(bytes.Repeat([]byte("fuzz"), 1000))
-	f.Add(b.ID, b.Key, stored)
+	f.Add(b.ID.Bytes(), b.Key, stored)
 	f.Fuzz(func(t *testing.T, id, key, data []byte) {
 		// Most inputs fail on the id; also try the input under its own id so that the
 		// decryption and decompression paths see arbitrary bytes.
-		for _, blk := range []Block{{ID: id, Key: key}, {ID: blake2b128(data), Key: key}} {
+		// An id of a length no BlockID holds is refused at parsing, before any decoder.
+		parsed, _ := ParseBlockID(id)
+		for _, blk := range []Block{{ID: parsed, Key: key}, {ID: legacyBlockID(blake2b128(data)), Key: key}} {
 			plain, err := decodeLegacyBlock(blk, data)
 			if err != nil {
 				if !errors.Is(err, ErrBlockCorrupt) {

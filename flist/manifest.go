@@ -56,7 +56,7 @@ func Walk(ctx context.Context, f Flist, fn func(p string, e Entry) error) error 
 // DistinctBlocks lists every distinct block of f's files, in walk order: what a pull
 // fetches and a push uploads.
 func DistinctBlocks(ctx context.Context, f Flist) ([]Block, error) {
-	seen := map[string]bool{}
+	seen := map[BlockID]bool{}
 	var out []Block
 	err := Walk(ctx, f, func(_ string, e Entry) error {
 		if e.Type != TypeFile { // not NBlocks: a reader may leave it 0
@@ -67,8 +67,8 @@ func DistinctBlocks(ctx context.Context, f Flist) ([]Block, error) {
 			return err
 		}
 		for _, b := range blocks {
-			if !seen[string(b.ID)] {
-				seen[string(b.ID)] = true
+			if !seen[b.ID] {
+				seen[b.ID] = true
 				out = append(out, b)
 			}
 		}
@@ -91,7 +91,7 @@ func WriteManifest(ctx context.Context, w io.Writer, f Flist) error {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 			if len(blocks) > 0 {
-				first = fmt.Sprintf("%x:%x", blocks[0].ID, blocks[0].Key)
+				first = fmt.Sprintf("%s:%x", blocks[0].ID, blocks[0].Key)
 			}
 		}
 		last := "-"

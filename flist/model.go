@@ -172,7 +172,7 @@ func Mkdev(major, minor uint32) uint64 {
 // Block is one content block of a file: its id (hash of the stored, encrypted bytes) and
 // the key that decrypts it (hash of the plain bytes). 32 bytes each for v2, 16 for legacy.
 type Block struct {
-	ID  []byte
+	ID  BlockID
 	Key []byte
 }
 

@@ -26,8 +26,8 @@ import (
 // after it returns: the packer reuses the buffer. A sink that also has a
 // Sync(ctx) error method is synced once all blocks are in, before the flist is written.
 type BlockSink interface {
-	Has(ctx context.Context, id []byte) (bool, error)
-	Put(ctx context.Context, id []byte, data []byte) error
+	Has(ctx context.Context, id BlockID) (bool, error)
+	Put(ctx context.Context, id BlockID, data []byte) error
 }
 
 // PackConfig configures a pack. The zero value packs on all cores and stores blocks nowhere.
@@ -128,7 +128,7 @@ type packer struct {
 	chunks chan chunk
 	links  []hardlink
 	stats  PackStats
-	seen   sync.Map // block id (string) -> struct{}: each distinct block is stored once
+	seen   sync.Map // BlockID -> struct{}: each distinct block is stored once
 	mu     sync.Mutex
 }
 
@@ -227,7 +227,7 @@ func (p *packer) encode() error {
 		p.mu.Lock()
 		c.node.Blocks[c.index] = b
 		p.mu.Unlock()
-		if _, dup := p.seen.LoadOrStore(string(b.ID), struct{}{}); dup {
+		if _, dup := p.seen.LoadOrStore(b.ID, struct{}{}); dup {
 			continue
 		}
 		atomic.AddInt64(&p.stats.UniqueBlocks, 1)

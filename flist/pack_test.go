@@ -19,31 +19,31 @@ import (
 // memSink is a BlockSink in memory that counts writes.
 type memSink struct {
 	mu     sync.Mutex
-	blocks map[string][]byte
+	blocks map[flist.BlockID][]byte
 	puts   int
 }
 
-func newMemSink() *memSink { return &memSink{blocks: map[string][]byte{}} }
+func newMemSink() *memSink { return &memSink{blocks: map[flist.BlockID][]byte{}} }
 
-func (s *memSink) Has(_ context.Context, id []byte) (bool, error) {
+func (s *memSink) Has(_ context.Context, id flist.BlockID) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.blocks[string(id)]
+	_, ok := s.blocks[id]
 	return ok, nil
 }
 
-func (s *memSink) Put(_ context.Context, id, data []byte) error {
+func (s *memSink) Put(_ context.Context, id flist.BlockID, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.puts++
-	s.blocks[string(id)] = bytes.Clone(data)
+	s.blocks[id] = bytes.Clone(data)
 	return nil
 }
 
-func (s *memSink) Get(_ context.Context, id []byte) ([]byte, error) {
+func (s *memSink) Get(_ context.Context, id flist.BlockID) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b, ok := s.blocks[string(id)]; ok {
+	if b, ok := s.blocks[id]; ok {
 		return b, nil
 	}
 	return nil, flist.ErrNotFound

@@ -30,7 +30,7 @@ func LookupPath(ctx context.Context, f Flist, p string) (Entry, error) {
 
 // BlockSource gives the stored bytes of a block by id.
 type BlockSource interface {
-	Get(ctx context.Context, id []byte) ([]byte, error)
+	Get(ctx context.Context, id BlockID) ([]byte, error)
 }
 
 // readAhead is how many blocks WriteFile fetches ahead of the one it writes, to hide the
@@ -60,7 +60,7 @@ func WriteFile(ctx context.Context, w io.Writer, f Flist, e Entry, src BlockSour
 		go func() {
 			data, err := src.Get(ctx, blocks[i].ID)
 			if err != nil {
-				ch <- result{err: fmt.Errorf("block %d (%x): %w", i, blocks[i].ID, err)}
+				ch <- result{err: fmt.Errorf("block %d (%s): %w", i, blocks[i].ID, err)}
 				return
 			}
 			plain, err := DecodeBlock(blocks[i], data)

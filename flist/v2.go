@@ -482,13 +482,15 @@ func (v *V2) Blocks(ctx context.Context, ino uint64) ([]Block, error) {
 }
 
 func scanBlock(sc interface{ Scan(...any) error }, ino uint64) (Block, error) {
-	var b Block
-	if err := sc.Scan(&b.ID, &b.Key); err != nil {
+	var id, key []byte
+	if err := sc.Scan(&id, &key); err != nil {
 		return Block{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if len(b.ID) != 32 || len(b.Key) != 32 {
-		return Block{}, fmt.Errorf("%w: inode %d: block id/key of %d/%d bytes, want 32", ErrCorrupt, ino, len(b.ID), len(b.Key))
+	if len(id) != 32 || len(key) != 32 {
+		return Block{}, fmt.Errorf("%w: inode %d: block id/key of %d/%d bytes, want 32", ErrCorrupt, ino, len(id), len(key))
 	}
+	b := Block{Key: key}
+	b.ID, _ = ParseBlockID(id) // 32 bytes: a valid id
 	return b, nil
 }
 

@@ -224,7 +224,7 @@ func FuzzOpenV2(f *testing.F) {
 func smallV2(t testing.TB, indexed bool) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "small.fl")
-	blk := flist.Block{ID: bytes.Repeat([]byte{1}, 32), Key: bytes.Repeat([]byte{2}, 32)}
+	blk := flist.Block{ID: flist.HashBlock([]byte{1}), Key: bytes.Repeat([]byte{2}, 32)}
 	root := &flist.Node{Entry: flist.Entry{Type: flist.TypeDir, Mode: 0o755}, Children: []*flist.Node{
 		{Entry: flist.Entry{Name: "f", Type: flist.TypeFile, Mode: 0o644, Size: 1}, Blocks: []flist.Block{blk}},
 		{Entry: flist.Entry{Name: "l", Type: flist.TypeSymlink, Mode: 0o777, Target: "f"}},
@@ -309,7 +309,7 @@ func TestV2Totals(t *testing.T) {
 // the rfs indexes, as some packers make them.
 func unindexedV2(t testing.TB, n int) string {
 	t.Helper()
-	blk := flist.Block{ID: bytes.Repeat([]byte{1}, 32), Key: bytes.Repeat([]byte{2}, 32)}
+	blk := flist.Block{ID: flist.HashBlock([]byte{1}), Key: bytes.Repeat([]byte{2}, 32)}
 	root := &flist.Node{Entry: flist.Entry{Type: flist.TypeDir, Mode: 0o755}}
 	var d *flist.Node
 	for i := 1; i < n; i++ {

@@ -151,7 +151,7 @@ func writeV2(ctx context.Context, db *sql.DB, root *Node, routes []Route, tags m
 			}
 		}
 		for _, b := range n.Blocks {
-			if _, err := insBlock.ExecContext(ctx, ino, b.ID, b.Key); err != nil {
+			if _, err := insBlock.ExecContext(ctx, ino, b.ID.Bytes(), b.Key); err != nil {
 				return err
 			}
 		}

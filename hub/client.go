@@ -3,7 +3,6 @@ package hub
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -144,9 +143,9 @@ func (c *Client) doJSON(ctx context.Context, method, path string, body any, auth
 	return nil
 }
 
-func blockPath(id []byte) string {
-	x := hex.EncodeToString(id)
-	if len(x) < 2 {
+func blockPath(id flist.BlockID) string {
+	x := id.String()
+	if len(x) < 2 { // the zero id: the hub answers 400
 		return "/blocks/" + x
 	}
 	return "/blocks/" + x[:2] + "/" + x
@@ -154,15 +153,15 @@ func blockPath(id []byte) string {
 
 // checkBlockID refuses ids no block can have before anything is sent: the hub would
 // only answer 404.
-func checkBlockID(id []byte) error {
-	if err := flist.CheckBlockID(id); err != nil {
-		return fmt.Errorf("hub: %w", err)
+func checkBlockID(id flist.BlockID) error {
+	if !id.Valid() {
+		return fmt.Errorf("hub: no block id")
 	}
 	return nil
 }
 
 // GetBlock fetches a block and verifies it against its id.
-func (c *Client) GetBlock(ctx context.Context, id []byte) ([]byte, error) {
+func (c *Client) GetBlock(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := checkBlockID(id); err != nil {
 		return nil, err
 	}
@@ -188,7 +187,7 @@ func (c *Client) GetBlock(ctx context.Context, id []byte) ([]byte, error) {
 }
 
 // HasBlock reports whether the hub holds a block.
-func (c *Client) HasBlock(ctx context.Context, id []byte) (bool, error) {
+func (c *Client) HasBlock(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := checkBlockID(id); err != nil {
 		return false, err
 	}
@@ -204,7 +203,7 @@ func (c *Client) HasBlock(ctx context.Context, id []byte) (bool, error) {
 }
 
 // PutBlock stores a block on the hub, which checks that data hashes to id.
-func (c *Client) PutBlock(ctx context.Context, id, data []byte) error {
+func (c *Client) PutBlock(ctx context.Context, id flist.BlockID, data []byte) error {
 	if err := checkBlockID(id); err != nil {
 		return err
 	}
@@ -217,27 +216,29 @@ func (c *Client) PutBlock(ctx context.Context, id, data []byte) error {
 }
 
 // Has is HasBlock, for flist.BlockSink.
-func (c *Client) Has(ctx context.Context, id []byte) (bool, error) { return c.HasBlock(ctx, id) }
+func (c *Client) Has(ctx context.Context, id flist.BlockID) (bool, error) { return c.HasBlock(ctx, id) }
 
 // Put is PutBlock, for flist.BlockSink.
-func (c *Client) Put(ctx context.Context, id, data []byte) error { return c.PutBlock(ctx, id, data) }
+func (c *Client) Put(ctx context.Context, id flist.BlockID, data []byte) error {
+	return c.PutBlock(ctx, id, data)
+}
 
 // Missing returns the ids the hub lacks among ids, in their order, asking in batches of
 // MaxMissingIDs.
-func (c *Client) Missing(ctx context.Context, ids [][]byte) ([][]byte, error) {
-	var out [][]byte
+func (c *Client) Missing(ctx context.Context, ids []flist.BlockID) ([]flist.BlockID, error) {
+	var out []flist.BlockID
 	for start := 0; start < len(ids); start += MaxMissingIDs {
 		batch := ids[start:min(start+MaxMissingIDs, len(ids))]
 		req := missingRequest{IDs: make([]string, len(batch))}
 		for i, id := range batch {
-			req.IDs[i] = hex.EncodeToString(id)
+			req.IDs[i] = id.String()
 		}
 		var ans missingAnswer
 		if err := c.doJSON(ctx, http.MethodPost, "/blocks/missing", req, false, &ans); err != nil {
 			return nil, err
 		}
 		for _, x := range ans.Missing {
-			id, err := parseBlockID(x)
+			id, err := flist.ParseBlockIDHex(x)
 			if err != nil {
 				return nil, fmt.Errorf("hub: /blocks/missing: %w", err)
 			}

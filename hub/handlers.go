@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/blake2b"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zosfs/zosfs-agent/flist"
@@ -178,24 +177,15 @@ func (s *Server) writer(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// parseBlockID parses a hex block id of 32 or 16 bytes.
-func parseBlockID(x string) ([]byte, error) {
-	id, err := hex.DecodeString(x)
-	if err != nil || flist.CheckBlockID(id) != nil {
-		return nil, fmt.Errorf("block id %.80q: want 64 (or 32, legacy) hex digits", x)
-	}
-	return id, nil
-}
-
 // blockID is the id a /blocks path names; the fan-out directory, if any, must match it.
-func blockID(r *http.Request) ([]byte, error) {
+func blockID(r *http.Request) (flist.BlockID, error) {
 	x := r.PathValue("id")
-	id, err := parseBlockID(x)
+	id, err := flist.ParseBlockIDHex(x)
 	if err != nil {
-		return nil, err
+		return flist.BlockID{}, err
 	}
 	if p := r.PathValue("prefix"); p != "" && !strings.EqualFold(p, x[:2]) {
-		return nil, fmt.Errorf("block %s: directory %.80q is not its first two hex digits", x, p)
+		return flist.BlockID{}, fmt.Errorf("block %s: directory %.80q is not its first two hex digits", x, p)
 	}
 	return id, nil
 }
@@ -244,11 +234,11 @@ func (s *Server) getBlock(w http.ResponseWriter, r *http.Request) {
 // it with sendfile(2) rather than reading it into memory, which on a busy hub is most of
 // its CPU (copies, and the garbage of a 512 KiB buffer per block).
 type blockFileOpener interface {
-	Open(ctx context.Context, id []byte) (*os.File, int64, error)
+	Open(ctx context.Context, id flist.BlockID) (*os.File, int64, error)
 }
 
 // sendBlockFile answers GET of a block from its file.
-func (s *Server) sendBlockFile(w http.ResponseWriter, r *http.Request, o blockFileOpener, id []byte) {
+func (s *Server) sendBlockFile(w http.ResponseWriter, r *http.Request, o blockFileOpener, id flist.BlockID) {
 	f, size, err := o.Open(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		http.Error(w, "block not found", http.StatusNotFound)
@@ -264,7 +254,7 @@ func (s *Server) sendBlockFile(w http.ResponseWriter, r *http.Request, o blockFi
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	// The ResponseWriter's ReadFrom sends an *os.File with sendfile.
 	if n, err := io.Copy(w, f); err != nil || n != size {
-		s.log.Debug("sending a block", "id", hex.EncodeToString(id), "sent", n, "size", size, "err", err)
+		s.log.Debug("sending a block", "id", id, "sent", n, "size", size, "err", err)
 	}
 }
 
@@ -309,9 +299,9 @@ func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("%d ids: at most %d per request", len(req.IDs), MaxMissingIDs))
 		return
 	}
-	ids := make([][]byte, len(req.IDs))
+	ids := make([]flist.BlockID, len(req.IDs))
 	for i, x := range req.IDs {
-		id, err := parseBlockID(x)
+		id, err := flist.ParseBlockIDHex(x)
 		if err != nil {
 			s.refuse(w, r, http.StatusBadRequest, err.Error())
 			return
@@ -335,7 +325,7 @@ func (s *Server) missing(w http.ResponseWriter, r *http.Request) {
 	ans := missingAnswer{Missing: []string{}}
 	for i, id := range ids {
 		if lacks[i] {
-			ans.Missing = append(ans.Missing, hex.EncodeToString(id))
+			ans.Missing = append(ans.Missing, id.String())
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)
@@ -452,11 +442,11 @@ func (s *Server) storeParts(ctx context.Context, f *os.File, size int64) ([]stri
 		if err != nil && err != io.ErrUnexpectedEOF {
 			return nil, err
 		}
-		id := blake2b.Sum256(buf[:n])
-		if err := s.cfg.Blocks.Put(ctx, id[:], buf[:n]); err != nil {
+		id := flist.HashBlock(buf[:n])
+		if err := s.cfg.Blocks.Put(ctx, id, buf[:n]); err != nil {
 			return nil, err
 		}
-		parts = append(parts, hex.EncodeToString(id[:]))
+		parts = append(parts, id.String())
 	}
 }
 
@@ -469,7 +459,7 @@ func (s *Server) serveFlist(w http.ResponseWriter, r *http.Request, cid string, 
 		return
 	}
 	for i, p := range rec.Parts {
-		id, err := hex.DecodeString(p)
+		id, err := flist.ParseBlockIDHex(p)
 		var data []byte
 		if err == nil {
 			data, err = s.cfg.Blocks.Get(r.Context(), id)

@@ -108,12 +108,12 @@ const (
 type BlockStore interface {
 	// Get returns the block stored under id, or an error if it cannot (the hub asks Has
 	// to tell a missing block from a failing store).
-	Get(ctx context.Context, id []byte) ([]byte, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
 	// Has reports whether the store holds id.
-	Has(ctx context.Context, id []byte) (bool, error)
+	Has(ctx context.Context, id flist.BlockID) (bool, error)
 	// Put stores data under id; storing a block again is not an error. Put must not keep
 	// data after it returns.
-	Put(ctx context.Context, id []byte, data []byte) error
+	Put(ctx context.Context, id flist.BlockID, data []byte) error
 }
 
 // Config configures a hub. Dir and Blocks are required; the zero value of every other field

@@ -126,19 +126,41 @@ func get(t *testing.T, method, url string) (int, []byte, http.Header) {
 	return resp.StatusCode, body, resp.Header
 }
 
+// blockID is the id whose bytes are b, which must be a valid length.
+func blockID(t *testing.T, b []byte) flist.BlockID {
+	t.Helper()
+	id, err := flist.ParseBlockID(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// randomID is a random v2 block id.
+func randomID(t *testing.T) flist.BlockID {
+	t.Helper()
+	b := make([]byte, 32)
+	rand.Read(b)
+	return blockID(t, b)
+}
+
 // legacyBlock returns random bytes and their BLAKE2b-128 id, as a legacy block.
-func legacyBlock(n int) ([]byte, []byte) {
+func legacyBlock(t *testing.T, n int) (flist.BlockID, []byte) {
+	t.Helper()
 	data := make([]byte, n)
 	rand.Read(data)
 	h, _ := blake2b.New(16, nil)
 	h.Write(data)
-	return h.Sum(nil), data
+	return blockID(t, h.Sum(nil)), data
 }
 
 func TestBlocks(t *testing.T) {
 	ctx := t.Context()
 	h := startHub(t, hub.Config{Token: token})
-	type blk struct{ id, data []byte }
+	type blk struct {
+		id   flist.BlockID
+		data []byte
+	}
 	var blocks []blk
 	for _, n := range []int{0, 1, 1000, flist.BlockSize} {
 		plain := make([]byte, n)
@@ -146,7 +168,7 @@ func TestBlocks(t *testing.T) {
 		b, data := flist.EncodeBlock(plain)
 		blocks = append(blocks, blk{b.ID, bytes.Clone(data)})
 	}
-	id, data := legacyBlock(5000)
+	id, data := legacyBlock(t, 5000)
 	blocks = append(blocks, blk{id, data})
 
 	httpStore, err := store.NewHTTP(h.URL+"/blocks", nil)
@@ -176,7 +198,7 @@ func TestBlocks(t *testing.T) {
 		if ok, err := httpStore.Has(ctx, b.id); err != nil || !ok {
 			t.Fatalf("http store has %x: %v %v", b.id, ok, err)
 		}
-		x := hex.EncodeToString(b.id)
+		x := b.id.String()
 		if code, got, _ := get(t, http.MethodGet, h.URL+"/blocks/"+x); code != 200 || !bytes.Equal(got, b.data) {
 			t.Fatalf("flat GET /blocks/%s: %d, %d bytes", x, code, len(got))
 		}
@@ -202,13 +224,12 @@ func TestBlocks(t *testing.T) {
 
 	// Missing: more ids than one request takes, present ones mixed in; the answer keeps
 	// the order of the question.
-	var ids, want [][]byte
+	var ids, want []flist.BlockID
 	for i := range hub.MaxMissingIDs + 10 {
 		if i%3000 == 0 && i/3000 < len(blocks) {
 			ids = append(ids, blocks[i/3000].id)
 		}
-		id := make([]byte, 32)
-		rand.Read(id)
+		id := randomID(t)
 		ids = append(ids, id)
 		want = append(want, id)
 	}
@@ -220,7 +241,7 @@ func TestBlocks(t *testing.T) {
 		t.Fatalf("missing: %d ids, want %d", len(got), len(want))
 	}
 	for i := range got {
-		if !bytes.Equal(got[i], want[i]) {
+		if got[i] != want[i] {
 			t.Fatalf("missing[%d] = %x, want %x", i, got[i], want[i])
 		}
 	}
@@ -271,7 +292,7 @@ func TestFlists(t *testing.T) {
 	}
 	defer f.Close()
 	httpStore, _ := store.NewHTTP(h.URL+"/blocks", nil)
-	var all [][]byte
+	var all []flist.BlockID
 	err = flist.Walk(ctx, f, func(p string, e flist.Entry) error {
 		if e.Type != flist.TypeFile {
 			return nil
@@ -409,13 +430,15 @@ func TestBadRequests(t *testing.T) {
 	}
 	good, goodData := flist.EncodeBlock([]byte("a good block"))
 	goodData = bytes.Clone(goodData)
-	gx := hex.EncodeToString(good.ID)
+	gx := good.ID.String()
 	big := make([]byte, hub.MaxBlockSize+1)
-	bigID := blake2b.Sum256(big)
-	bx := hex.EncodeToString(bigID[:])
+	bx := flist.HashBlock(big).String()
 	other := strings.Repeat("ab", 32)
 	unknownCID, _ := flist.FileCID(strings.NewReader("no such flist"))
-	blockCID, _ := flist.BlockCID(make([]byte, 16))
+	blockCID, err := flist.BlockCID(blockID(t, make([]byte, 16)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	manyIDs, _ := json.Marshal(map[string][]string{"ids": make([]string, hub.MaxMissingIDs+1)})
 	many := bytes.Replace(manyIDs, []byte(`""`), []byte(`"`+gx+`"`), -1)
 	wrongTok := "wrong"
@@ -651,8 +674,8 @@ func TestS3(t *testing.T) {
 		t.Fatal("sub/multi read through the hub differs")
 	}
 	blocks, _ := f.Blocks(ctx, e.Ino)
-	absent := make([]byte, 32)
-	if m, err := h.Client.Missing(ctx, [][]byte{blocks[0].ID, absent}); err != nil || len(m) != 1 || !bytes.Equal(m[0], absent) {
+	absent := blockID(t, make([]byte, 32))
+	if m, err := h.Client.Missing(ctx, []flist.BlockID{blocks[0].ID, absent}); err != nil || len(m) != 1 || m[0] != absent {
 		t.Errorf("missing: %x %v", m, err)
 	}
 	wrong := bytes.Clone(data[:100])
@@ -675,7 +698,7 @@ func TestClientConformance(t *testing.T) {
 // clientStore is the hub client as a store.Store.
 type clientStore struct{ *hub.Client }
 
-func (c clientStore) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (c clientStore) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	data, err := c.GetBlock(ctx, id)
 	if errors.Is(err, hub.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", store.ErrNotFound, err)

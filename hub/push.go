@@ -16,12 +16,12 @@ const pushWorkers = 4
 
 // MissingBlocks returns the ids of fl's distinct blocks that the hub lacks, and how many
 // distinct blocks fl has.
-func (c *Client) MissingBlocks(ctx context.Context, fl flist.Flist) (missing [][]byte, distinct int, err error) {
+func (c *Client) MissingBlocks(ctx context.Context, fl flist.Flist) (missing []flist.BlockID, distinct int, err error) {
 	blocks, err := flist.DistinctBlocks(ctx, fl)
 	if err != nil {
 		return nil, 0, err
 	}
-	ids := make([][]byte, len(blocks))
+	ids := make([]flist.BlockID, len(blocks))
 	for i, b := range blocks {
 		ids[i] = b.ID
 	}
@@ -31,13 +31,13 @@ func (c *Client) MissingBlocks(ctx context.Context, fl flist.Flist) (missing [][
 
 // BlockReader is where PushBlocks reads the blocks it uploads (a store router).
 type BlockReader interface {
-	Get(ctx context.Context, id []byte) ([]byte, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
 }
 
 // PushBlocks uploads the blocks ids to the hub, read from src and verified on the way (a
 // store hands back what it holds, right or wrong), pushWorkers at a time. progress is
 // called after each block with the blocks and bytes uploaded so far.
-func (c *Client) PushBlocks(ctx context.Context, ids [][]byte, src BlockReader, progress func(blocks int, bytes int64)) (blocks int, bytes int64, err error) {
+func (c *Client) PushBlocks(ctx context.Context, ids []flist.BlockID, src BlockReader, progress func(blocks int, bytes int64)) (blocks int, bytes int64, err error) {
 	var done, sent atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(pushWorkers)

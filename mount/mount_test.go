@@ -44,30 +44,30 @@ func TestMain(m *testing.M) {
 // It records every GetBlock call.
 type store struct {
 	mu     sync.Mutex
-	blocks map[string][]byte
-	calls  []string // block ids asked for, in order
+	blocks map[flist.BlockID][]byte
+	calls  []flist.BlockID // block ids asked for, in order
 }
 
-func newStore() *store { return &store{blocks: map[string][]byte{}} }
+func newStore() *store { return &store{blocks: map[flist.BlockID][]byte{}} }
 
-func (s *store) Has(_ context.Context, id []byte) (bool, error) {
+func (s *store) Has(_ context.Context, id flist.BlockID) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.blocks[string(id)]
+	_, ok := s.blocks[id]
 	return ok, nil
 }
 
-func (s *store) Put(_ context.Context, id, data []byte) error {
+func (s *store) Put(_ context.Context, id flist.BlockID, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.blocks[string(id)] = bytes.Clone(data)
+	s.blocks[id] = bytes.Clone(data)
 	return nil
 }
 
 func (s *store) GetBlock(_ context.Context, b flist.Block) ([]byte, error) {
 	s.mu.Lock()
-	s.calls = append(s.calls, string(b.ID))
-	data, ok := s.blocks[string(b.ID)]
+	s.calls = append(s.calls, b.ID)
+	data, ok := s.blocks[b.ID]
 	s.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("block %x: %w", b.ID, flist.ErrNotFound)
@@ -81,7 +81,7 @@ func (s *store) callIndexes(blocks []flist.Block) []int {
 	defer s.mu.Unlock()
 	var out []int
 	for _, id := range s.calls {
-		i := slices.IndexFunc(blocks, func(b flist.Block) bool { return string(b.ID) == id })
+		i := slices.IndexFunc(blocks, func(b flist.Block) bool { return b.ID == id })
 		out = append(out, i)
 	}
 	return out
@@ -442,7 +442,7 @@ func TestPrefetchCancelledOnEviction(t *testing.T) {
 	}
 	endedCh := make(chan ended, 100)
 	getter := getterFunc(func(ctx context.Context, b flist.Block) ([]byte, error) {
-		idx := slices.IndexFunc(blocks, func(x flist.Block) bool { return bytes.Equal(x.ID, b.ID) })
+		idx := slices.IndexFunc(blocks, func(x flist.Block) bool { return x.ID == b.ID })
 		if idx < 2 {
 			return s.GetBlock(ctx, b)
 		}

@@ -19,7 +19,7 @@ import (
 // ErrNotFound. A peer that sends bytes that do not hash to id is banned and disconnected,
 // and the error wraps flist.ErrBlockCorrupt. ctx bounds the call; a stream that dies
 // fails every call waiting on it, and the next call opens a new one.
-func (n *Node) Fetch(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+func (n *Node) Fetch(ctx context.Context, p peer.ID, id flist.BlockID) ([]byte, error) {
 	return n.fetch(ctx, p, id, 0)
 }
 
@@ -27,36 +27,36 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, id []byte) ([]byte, error) 
 // p answers from its store or, lacking it, fetches it first (from its neighbours or
 // its hub) and then answers. Otherwise it is Fetch: verified, a wrong block bans p, ctx
 // bounds the call — which, this time, includes p's own fetch.
-func (n *Node) FetchVia(ctx context.Context, p peer.ID, id []byte) ([]byte, error) {
+func (n *Node) FetchVia(ctx context.Context, p peer.ID, id flist.BlockID) ([]byte, error) {
 	return n.fetch(ctx, p, id, flagFetch)
 }
 
-func (n *Node) fetch(ctx context.Context, p peer.ID, id []byte, flags byte) ([]byte, error) {
-	if err := flist.CheckBlockID(id); err != nil {
-		return nil, fmt.Errorf("p2p: %w", err)
+func (n *Node) fetch(ctx context.Context, p peer.ID, id flist.BlockID, flags byte) ([]byte, error) {
+	if !id.Valid() {
+		return nil, fmt.Errorf("p2p: no block id")
 	}
 	if _, ok := n.running(); !ok {
 		return nil, ErrNotStarted
 	}
 	if p == n.id {
-		return nil, fmt.Errorf("p2p: fetch block %s: peer %s is this node", flist.HexID(id), p)
+		return nil, fmt.Errorf("p2p: fetch block %s: peer %s is this node", id.String(), p)
 	}
 	if n.bans.banned(p) {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, ErrBanned)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", id.String(), p, ErrBanned)
 	}
 	s, err := n.session(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, err)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", id.String(), p, err)
 	}
 	status, data, err := s.roundTrip(ctx, id, flags)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", flist.HexID(id), p, err)
+		return nil, fmt.Errorf("p2p: fetch block %s from %s: %w", id.String(), p, err)
 	}
 	switch status {
 	case statusNotFound:
-		return nil, fmt.Errorf("p2p: block %s: %w (asked %s)", flist.HexID(id), ErrNotFound, p)
+		return nil, fmt.Errorf("p2p: block %s: %w (asked %s)", id.String(), ErrNotFound, p)
 	case statusError:
-		return nil, fmt.Errorf("p2p: block %s: peer %s failed: %q", flist.HexID(id), p, data)
+		return nil, fmt.Errorf("p2p: block %s: peer %s failed: %q", id.String(), p, data)
 	}
 	if err := flist.VerifyBlock(id, data); err != nil {
 		n.stats.rejected.Add(1)
@@ -220,7 +220,7 @@ func (s *session) end(err error) {
 }
 
 // roundTrip sends a request for id, with flags, and waits for its response.
-func (s *session) roundTrip(ctx context.Context, id []byte, flags byte) (byte, []byte, error) {
+func (s *session) roundTrip(ctx context.Context, id flist.BlockID, flags byte) (byte, []byte, error) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -87,9 +88,12 @@ func (n *Node) GetFlist(ctx context.Context, digest []byte, f FlistFile, max int
 	if max <= 0 {
 		return fmt.Errorf("p2p: flist size bound %d: must be positive", max)
 	}
-	c, err := n.blockCID(digest)
+	if _, ok := n.running(); !ok {
+		return ErrNotStarted
+	}
+	c, err := flist.FileCIDOf(digest)
 	if err != nil {
-		return err
+		return fmt.Errorf("p2p: %w", err)
 	}
 	if len(n.Peers()) == 0 {
 		return fmt.Errorf("p2p: flist %s: %w (no peer connected)", c, ErrNotFound)
@@ -255,7 +259,7 @@ func (n *Node) serveFlist(s network.Stream) error {
 		return answer(statusNotFound, "")
 	}
 	if err != nil {
-		n.log.Debug("opening an flist for a peer failed", "digest", flist.HexID(digest[:]), "err", err)
+		n.log.Debug("opening an flist for a peer failed", "digest", hex.EncodeToString(digest[:]), "err", err)
 		return answer(statusError, "not served: cannot open the flist")
 	}
 	defer rc.Close()

@@ -189,10 +189,14 @@ func TestGetFlistThroughDHT(t *testing.T) {
 	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
-	provide(t, a, testBlock{id: digest})
+	digestID, err := flist.ParseBlockID(digest) // an flist is provided under the CID of its digest
+	if err != nil {
+		t.Fatal(err)
+	}
+	provide(t, a, testBlock{id: digestID})
 	ctx := ctxTimeout(t, 30*time.Second)
 	testkit.WaitFor(t, "c to find a as a provider", 10*time.Second, func() bool {
-		provs, err := c.FindProviders(ctx, digest, 4)
+		provs, err := c.FindProviders(ctx, digestID, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
 	// Each FindProviders above is a lookup in which c's DHT dials a (b names it as the

@@ -30,7 +30,7 @@ const (
 // Provide announces in the DHT that this node has block id (its CID is
 // flist.BlockCID(id)): the record is stored at the peers closest to the CID. It fails
 // while the node knows no peer.
-func (n *Node) Provide(ctx context.Context, id []byte) error {
+func (n *Node) Provide(ctx context.Context, id flist.BlockID) error {
 	c, err := n.blockCID(id)
 	if err != nil {
 		return err
@@ -50,7 +50,7 @@ func (n *Node) Provide(ctx context.Context, id []byte) error {
 // them (this node and banned peers left out). It returns when max are found, when the
 // lookup ends, or when ctx ends (with what it found, or ctx's error if nothing). It does
 // not ask connected peers: Get does.
-func (n *Node) FindProviders(ctx context.Context, id []byte, max int) ([]peer.ID, error) {
+func (n *Node) FindProviders(ctx context.Context, id flist.BlockID, max int) ([]peer.ID, error) {
 	c, err := n.blockCID(id)
 	if err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func (n *Node) FindProviders(ctx context.Context, id []byte, max int) ([]peer.ID
 // candidate failed (none had it, or those that had it failed or sent a wrong block) the
 // error wraps ErrNotFound (and what each peer answered, e.g. flist.ErrBlockCorrupt).
 // When ctx ends first, the error wraps both ErrNotFound and ctx's error.
-func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (n *Node) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	c, err := n.blockCID(id)
 	if err != nil {
 		return nil, err
@@ -104,11 +104,11 @@ func (n *Node) Get(ctx context.Context, id []byte) ([]byte, error) {
 	case err == nil:
 		return data, nil
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("p2p: block %s: %w: %w", flist.HexID(id), ErrNotFound, ctx.Err())
+		return nil, fmt.Errorf("p2p: block %s: %w: %w", id.String(), ErrNotFound, ctx.Err())
 	case len(errs) == 0:
-		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", flist.HexID(id), ErrNotFound)
+		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", id.String(), ErrNotFound)
 	}
-	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", flist.HexID(id), ErrNotFound, len(errs), errors.Join(errs...))
+	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", id.String(), ErrNotFound, len(errs), errors.Join(errs...))
 }
 
 // peersSpeaking returns the connected peers that speak proto, or may: those whose
@@ -138,10 +138,7 @@ func (n *Node) rememberAddrs(ai peer.AddrInfo) {
 }
 
 // blockCID checks id and that the node runs, and returns the block's CID.
-func (n *Node) blockCID(id []byte) (cid.Cid, error) {
-	if err := flist.CheckBlockID(id); err != nil {
-		return cid.Undef, fmt.Errorf("p2p: %w", err)
-	}
+func (n *Node) blockCID(id flist.BlockID) (cid.Cid, error) {
 	if _, ok := n.running(); !ok {
 		return cid.Undef, ErrNotStarted
 	}

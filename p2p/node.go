@@ -93,8 +93,8 @@ var (
 // be verified (the cache verifies on read): a peer that receives a wrong block bans the
 // sender.
 type BlockStore interface {
-	Get(ctx context.Context, id []byte) ([]byte, error)
-	Has(ctx context.Context, id []byte) (bool, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
+	Has(ctx context.Context, id flist.BlockID) (bool, error)
 }
 
 // Config configures a Node. The zero value of every field is a usable default.
@@ -157,7 +157,7 @@ type Service struct {
 	// answer): a peer that asks for such blocks fetchMissesBan times in a row is banned.
 	// It is called at most Config.FetchRate times a second per peer (Config.FetchBurst
 	// at once).
-	Fetch func(ctx context.Context, id []byte) ([]byte, error)
+	Fetch func(ctx context.Context, id flist.BlockID) ([]byte, error)
 	// Busy reports whether the node's own reads are waiting for blocks. While it does,
 	// at most serveWhileBusy blocks are read for peers at a time, so that the node's own
 	// reads go first (the disk and the CPU that verifies blocks are shared). nil means

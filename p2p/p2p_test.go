@@ -38,28 +38,28 @@ import (
 // the Get calls.
 type memStore struct {
 	mu      sync.Mutex
-	m       map[string][]byte
+	m       map[flist.BlockID][]byte
 	corrupt bool
 	gate    chan struct{}
 	gets    atomic.Int64
 }
 
 func newStore(blocks ...testBlock) *memStore {
-	s := &memStore{m: map[string][]byte{}}
+	s := &memStore{m: map[flist.BlockID][]byte{}}
 	for _, b := range blocks {
-		s.m[string(b.id)] = b.data
+		s.m[b.id] = b.data
 	}
 	return s
 }
 
-func (s *memStore) Has(ctx context.Context, id []byte) (bool, error) {
+func (s *memStore) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.m[string(id)]
+	_, ok := s.m[id]
 	return ok, nil
 }
 
-func (s *memStore) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s *memStore) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	s.gets.Add(1)
 	if s.gate != nil {
 		select {
@@ -69,7 +69,7 @@ func (s *memStore) Get(ctx context.Context, id []byte) ([]byte, error) {
 		}
 	}
 	s.mu.Lock()
-	data, ok := s.m[string(id)]
+	data, ok := s.m[id]
 	s.mu.Unlock()
 	if !ok {
 		return nil, errors.New("not found")
@@ -82,7 +82,8 @@ func (s *memStore) Get(ctx context.Context, id []byte) ([]byte, error) {
 }
 
 type testBlock struct {
-	id, data []byte
+	id   flist.BlockID
+	data []byte
 }
 
 // makeBlocks encodes n blocks of size random plain bytes each with flist.EncodeBlock
@@ -102,10 +103,10 @@ func makeBlocks(t testing.TB, n, size int) []testBlock {
 }
 
 // missingID is an id no node has.
-func missingID() []byte {
-	id := make([]byte, 32)
-	rand.Read(id)
-	return id
+func missingID() flist.BlockID {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return flist.HashBlock(b)
 }
 
 // startNode starts a node on loopback (TCP only, no mDNS) and closes it at cleanup.
@@ -225,8 +226,8 @@ func TestFetchAndGet(t *testing.T) {
 		t.Errorf("missing block took %v to report", d)
 	}
 	// Bad ids are refused before anything is sent.
-	if _, err := b.Fetch(ctx, a.ID(), []byte("short")); err == nil {
-		t.Errorf("Fetch of a 5-byte id succeeded")
+	if _, err := b.Fetch(ctx, a.ID(), flist.BlockID{}); err == nil {
+		t.Errorf("Fetch of the zero id succeeded")
 	}
 
 	as, bs := a.Stats(), b.Stats()

@@ -7,6 +7,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // FetcherProtocolID is advertised (through identify; no stream is ever served) by the
@@ -46,7 +48,7 @@ func (n *Node) advertiseFetcher(can bool) {
 // wave), each asks a block's designated fetcher (FetchVia) instead of the hub, and the
 // hub sends each block once. It returns ok = false when this node is the fetcher or
 // when no connected peer can fetch.
-func (n *Node) Fetcher(id []byte) (p peer.ID, ok bool) {
+func (n *Node) Fetcher(id flist.BlockID) (p peer.ID, ok bool) {
 	var best peer.ID
 	var bestScore [sha256.Size]byte
 	if n.canFetch.Load() {
@@ -60,10 +62,10 @@ func (n *Node) Fetcher(id []byte) (p peer.ID, ok bool) {
 	return best, best != "" && best != n.id
 }
 
-func rendezvousScore(p peer.ID, id []byte) [sha256.Size]byte {
+func rendezvousScore(p peer.ID, id flist.BlockID) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write([]byte(p))
-	h.Write(id)
+	h.Write(id.Bytes())
 	var s [sha256.Size]byte
 	h.Sum(s[:0])
 	return s

@@ -21,15 +21,15 @@ import (
 // agent); a node that has no hook, or a block no one can get, gives an error, not a hang.
 func TestFirstWave(t *testing.T) {
 	blocks := makeBlocks(t, 64, 16<<10)
-	byID := map[string][]byte{}
+	byID := map[flist.BlockID][]byte{}
 	for _, b := range blocks {
-		byID[string(b.id)] = b.data
+		byID[b.id] = b.data
 	}
 	// hub is what every node's Fetch hook fetches from: it counts the fetches.
 	var hubFetches atomic.Int64
-	hub := func(ctx context.Context, id []byte) ([]byte, error) {
+	hub := func(ctx context.Context, id flist.BlockID) ([]byte, error) {
 		hubFetches.Add(1)
-		if data, ok := byID[string(id)]; ok {
+		if data, ok := byID[id]; ok {
 			return data, nil
 		}
 		return nil, errors.New("not on the hub")
@@ -53,7 +53,7 @@ func TestFirstWave(t *testing.T) {
 		}
 	}
 	// Agreement, once every node knows every other speaks the block protocol.
-	fetcherOf := func(x *p2p.Node, id []byte) peer.ID {
+	fetcherOf := func(x *p2p.Node, id flist.BlockID) peer.ID {
 		if p, ok := x.Fetcher(id); ok {
 			return p
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
@@ -40,9 +41,9 @@ func rawHost(t testing.TB, n *p2p.Node) host.Host {
 }
 
 // request is the wire frame of a block request (see wire.go).
-func request(reqID uint64, id []byte, flags byte) []byte {
+func request(reqID uint64, id flist.BlockID, flags byte) []byte {
 	body := binary.AppendUvarint(nil, reqID)
-	body = append(body, id...)
+	body = append(body, id.Bytes()...)
 	if flags != 0 {
 		body = append(body, flags)
 	}
@@ -127,7 +128,7 @@ func TestStallingReader(t *testing.T) {
 func TestFetchBudget(t *testing.T) {
 	var calls atomic.Int64
 	var notFound atomic.Bool
-	hook := func(ctx context.Context, id []byte) ([]byte, error) {
+	hook := func(ctx context.Context, id flist.BlockID) ([]byte, error) {
 		calls.Add(1)
 		if notFound.Load() {
 			return nil, fmt.Errorf("block %x: %w on the hub", id, p2p.ErrNotFound)
@@ -143,7 +144,7 @@ func TestFetchBudget(t *testing.T) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	var succeeded atomic.Int64
-	ids := make(chan []byte)
+	ids := make(chan flist.BlockID)
 	for range 32 {
 		wg.Go(func() {
 			for id := range ids {

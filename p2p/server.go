@@ -111,7 +111,7 @@ read:
 
 // serveOne answers one request from the block store, or through Service.Fetch when the
 // request asks this node, as the block's designated fetcher, to fetch it.
-func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id []byte, flags byte) response {
+func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id flist.BlockID, flags byte) response {
 	notFound := response{reqID: reqID, status: statusNotFound}
 	if n.svc.Blocks == nil {
 		return notFound
@@ -153,7 +153,7 @@ func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uin
 			return failed(ctx)
 		}
 		// Gone since Has (evicted), or unreadable: to the peer it is all "not here".
-		n.log.Debug("serving a block failed", "id", flist.HexID(id), "err", err, "size", len(data))
+		n.log.Debug("serving a block failed", "id", id.String(), "err", err, "size", len(data))
 		return notFound
 	}
 	return response{reqID: reqID, status: statusOK, data: data, mem: true}
@@ -165,7 +165,7 @@ func (n *Node) serveOne(ctx context.Context, p peer.ID, ps *peerServe, reqID uin
 // request beyond p's fetch budget (Config.FetchRate, Config.FetchBurst) is answered with
 // an error at once; a peer that keeps asking for blocks found nowhere is banned
 // (fetchMissesBan).
-func (n *Node) serveFetched(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id []byte) response {
+func (n *Node) serveFetched(ctx context.Context, p peer.ID, ps *peerServe, reqID uint64, id flist.BlockID) response {
 	if !ps.fetch.Allow() {
 		n.stats.fetchRefused.Add(1)
 		return response{reqID: reqID, status: statusError, data: []byte(errOverBudget.Error())}
@@ -177,7 +177,7 @@ func (n *Node) serveFetched(ctx context.Context, p peer.ID, ps *peerServe, reqID
 		n.fetchedFor(p, ps, err)
 	}
 	if err != nil || len(data) > flist.MaxBlockStored {
-		n.log.Debug("fetching a block for a peer failed", "id", flist.HexID(id), "err", err, "size", len(data))
+		n.log.Debug("fetching a block for a peer failed", "id", id.String(), "err", err, "size", len(data))
 		msg := "fetch failed"
 		if err != nil {
 			msg += ": " + err.Error()

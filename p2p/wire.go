@@ -67,14 +67,14 @@ const (
 var errProtocol = errors.New("block protocol violation")
 
 // appendRequest appends the frame of request reqID for block id, with flags, to buf.
-func appendRequest(buf []byte, reqID uint64, id []byte, flags byte) []byte {
-	n := uvarintLen(reqID) + len(id)
+func appendRequest(buf []byte, reqID uint64, id flist.BlockID, flags byte) []byte {
+	n := uvarintLen(reqID) + id.Len()
 	if flags != 0 {
 		n++
 	}
 	buf = binary.AppendUvarint(buf, uint64(n))
 	buf = binary.AppendUvarint(buf, reqID)
-	buf = append(buf, id...)
+	buf = append(buf, id.Bytes()...)
 	if flags != 0 {
 		buf = append(buf, flags)
 	}
@@ -83,34 +83,37 @@ func appendRequest(buf []byte, reqID uint64, id []byte, flags byte) []byte {
 
 // readRequest reads one request frame. An I/O error (io.EOF at a frame boundary when the
 // client is done) is returned as is; a malformed frame wraps errProtocol.
-func readRequest(r *bufio.Reader) (reqID uint64, id []byte, flags byte, err error) {
+func readRequest(r *bufio.Reader) (reqID uint64, id flist.BlockID, flags byte, err error) {
 	n, err := readUvarint(r, "request length")
 	if err != nil {
-		return 0, nil, 0, err
+		return 0, id, 0, err
 	}
 	if n == 0 || n > maxRequestBody {
-		return 0, nil, 0, fmt.Errorf("%w: request of %d bytes", errProtocol, n)
+		return 0, id, 0, fmt.Errorf("%w: request of %d bytes", errProtocol, n)
 	}
 	var body [maxRequestBody]byte
 	if _, err := io.ReadFull(r, body[:n]); err != nil {
-		return 0, nil, 0, unexpectedEOF(err)
+		return 0, id, 0, unexpectedEOF(err)
 	}
 	reqID, k := binary.Uvarint(body[:n])
 	if k <= 0 {
-		return 0, nil, 0, fmt.Errorf("%w: bad request id", errProtocol)
+		return 0, id, 0, fmt.Errorf("%w: bad request id", errProtocol)
 	}
-	id = body[k:n]
-	switch len(id) {
+	raw := body[k:n]
+	switch len(raw) {
 	case 16, 32:
 	case 17, 33: // the id and the flags
-		flags, id = id[len(id)-1], id[:len(id)-1]
+		flags, raw = raw[len(raw)-1], raw[:len(raw)-1]
 		if flags == 0 || flags&^knownFlags != 0 {
-			return 0, nil, 0, fmt.Errorf("%w: request flags %#x", errProtocol, flags)
+			return 0, id, 0, fmt.Errorf("%w: request flags %#x", errProtocol, flags)
 		}
 	default:
-		return 0, nil, 0, fmt.Errorf("%w: block id of %d bytes", errProtocol, len(id))
+		return 0, id, 0, fmt.Errorf("%w: block id of %d bytes", errProtocol, len(raw))
 	}
-	return reqID, append([]byte(nil), id...), flags, nil
+	if id, err = flist.ParseBlockID(raw); err != nil {
+		return 0, id, 0, fmt.Errorf("%w: %v", errProtocol, err)
+	}
+	return reqID, id, flags, nil
 }
 
 // appendResponseHeader appends the header of a response to buf; the n bytes of data

@@ -10,8 +10,18 @@ import (
 	"github.com/zosfs/zosfs-agent/flist"
 )
 
+// testID is an id of n bytes, each b.
+func testID(t testing.TB, b byte, n int) flist.BlockID {
+	t.Helper()
+	id, err := flist.ParseBlockID(bytes.Repeat([]byte{b}, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func TestWireRoundTrip(t *testing.T) {
-	for _, id := range [][]byte{bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{9}, 16)} {
+	for _, id := range []flist.BlockID{testID(t, 7, 32), testID(t, 9, 16)} {
 		for _, reqID := range []uint64{1, 127, 128, 1 << 40, 1<<64 - 1} {
 			for _, flags := range []byte{0, flagFetch} {
 				frame := appendRequest(nil, reqID, id, flags)
@@ -19,7 +29,7 @@ func TestWireRoundTrip(t *testing.T) {
 					t.Fatalf("request frame of %d bytes, bound %d", len(frame), maxRequestFrame)
 				}
 				gotID, gotBlock, gotFlags, err := readRequest(bufio.NewReader(bytes.NewReader(frame)))
-				if err != nil || gotID != reqID || !bytes.Equal(gotBlock, id) || gotFlags != flags {
+				if err != nil || gotID != reqID || gotBlock != id || gotFlags != flags {
 					t.Fatalf("request %d flags %d: got %d %x %d %v", reqID, flags, gotID, gotBlock, gotFlags, err)
 				}
 			}
@@ -38,8 +48,8 @@ func TestWireRoundTrip(t *testing.T) {
 // FuzzReadRequest: any bytes give a request that encodes back to the same frame, a
 // protocol error, or an I/O error; never a panic or a large allocation.
 func FuzzReadRequest(f *testing.F) {
-	f.Add(appendRequest(nil, 1, bytes.Repeat([]byte{1}, 32), 0))
-	f.Add(appendRequest(nil, 300, bytes.Repeat([]byte{1}, 16), flagFetch))
+	f.Add(appendRequest(nil, 1, testID(f, 1, 32), 0))
+	f.Add(appendRequest(nil, 300, testID(f, 1, 16), flagFetch))
 	f.Add([]byte{0})
 	f.Add(bytes.Repeat([]byte{0xff}, 12))
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -52,12 +62,12 @@ func FuzzReadRequest(f *testing.F) {
 				}
 				return
 			}
-			if len(id) != 16 && len(id) != 32 {
-				t.Fatalf("id of %d bytes accepted", len(id))
+			if id.Len() != 16 && id.Len() != 32 {
+				t.Fatalf("id of %d bytes accepted", id.Len())
 			}
 			back := appendRequest(nil, reqID, id, flags)
 			r2, id2, f2, err := readRequest(bufio.NewReader(bytes.NewReader(back)))
-			if err != nil || r2 != reqID || !bytes.Equal(id2, id) || f2 != flags {
+			if err != nil || r2 != reqID || id2 != id || f2 != flags {
 				t.Fatalf("re-encoded request reads as %d %x %d %v", r2, id2, f2, err)
 			}
 		}

@@ -54,13 +54,13 @@ func (d *Dir) String() string { return "dir://" + filepath.ToSlash(d.root) }
 // Close does nothing.
 func (d *Dir) Close() error { return nil }
 
-func (d *Dir) paths(id []byte) (nested, flat string) {
-	h := flist.HexID(id)
+func (d *Dir) paths(id flist.BlockID) (nested, flat string) {
+	h := id.String()
 	return filepath.Join(d.root, h[:2], h), filepath.Join(d.root, h)
 }
 
 // Get reads a block.
-func (d *Dir) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (d *Dir) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := begin(ctx, d, "get", id); err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func openBlockFile(name string) (*os.File, int64, error) {
 // Open returns the file of block id, open for reading, and its size, for servers that
 // send it as it is (the hub, with sendfile). The bytes are not verified. The caller
 // closes the file.
-func (d *Dir) Open(ctx context.Context, id []byte) (*os.File, int64, error) {
+func (d *Dir) Open(ctx context.Context, id flist.BlockID) (*os.File, int64, error) {
 	if err := begin(ctx, d, "open", id); err != nil {
 		return nil, 0, err
 	}
@@ -141,7 +141,7 @@ func (d *Dir) Open(ctx context.Context, id []byte) (*os.File, int64, error) {
 	return f, size, nil
 }
 
-func (d *Dir) Has(ctx context.Context, id []byte) (bool, error) {
+func (d *Dir) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := begin(ctx, d, "has", id); err != nil {
 		return false, err
 	}
@@ -159,7 +159,7 @@ func (d *Dir) Has(ctx context.Context, id []byte) (bool, error) {
 }
 
 // Put writes a block at <root>/<hex[0:2]>/<hex>, atomically, unless the store has it.
-func (d *Dir) Put(ctx context.Context, id []byte, data []byte) error {
+func (d *Dir) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	if err := begin(ctx, d, "put", id); err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -42,7 +41,7 @@ func TestDirLayout(t *testing.T) {
 	if err := d.Put(t.Context(), id, data); err != nil {
 		t.Fatal(err)
 	}
-	x := hex.EncodeToString(id)
+	x := id.String()
 	got, err := os.ReadFile(filepath.Join(d.Root(), "ab", x))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("block not at <root>/ab/<hex>: %v", err)
@@ -64,7 +63,7 @@ func TestDirLayout(t *testing.T) {
 func TestDirFlatFallback(t *testing.T) {
 	d := newDir(t)
 	id, data := storetest.ID(16, -1), []byte("flat block")
-	if err := os.WriteFile(filepath.Join(d.Root(), hex.EncodeToString(id)), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d.Root(), id.String()), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	got, err := d.Get(t.Context(), id)
@@ -78,7 +77,7 @@ func TestDirFlatFallback(t *testing.T) {
 	if err := d.Put(t.Context(), id, data); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(d.Root(), hex.EncodeToString(id)[:2])); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(d.Root(), id.String()[:2])); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Put of a block present in the flat layout wrote it again: %v", err)
 	}
 }
@@ -86,7 +85,7 @@ func TestDirFlatFallback(t *testing.T) {
 func TestDirRefusesOversizedFile(t *testing.T) {
 	d := newDir(t)
 	id := storetest.ID(32, -1)
-	x := hex.EncodeToString(id)
+	x := id.String()
 	p := filepath.Join(d.Root(), x[:2], x)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)

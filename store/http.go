@@ -57,16 +57,16 @@ func (h *HTTP) String() string { return h.name }
 func (h *HTTP) Close() error { return nil }
 
 // Put fails with ErrReadOnly.
-func (h *HTTP) Put(ctx context.Context, id []byte, data []byte) error {
+func (h *HTTP) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	return fmt.Errorf("%s: put %x: %w", h, id, ErrReadOnly)
 }
 
 // Get fetches a block.
-func (h *HTTP) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (h *HTTP) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := begin(ctx, h, "get", id); err != nil {
 		return nil, err
 	}
-	x := flist.HexID(id)
+	x := id.String()
 	for _, p := range []string{x[:2] + "/" + x, x} {
 		data, found, err := h.get(ctx, http.MethodGet, p)
 		if err != nil {
@@ -80,11 +80,11 @@ func (h *HTTP) Get(ctx context.Context, id []byte) ([]byte, error) {
 }
 
 // Has asks for a block with HEAD requests.
-func (h *HTTP) Has(ctx context.Context, id []byte) (bool, error) {
+func (h *HTTP) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := begin(ctx, h, "has", id); err != nil {
 		return false, err
 	}
-	x := flist.HexID(id)
+	x := id.String()
 	for _, p := range []string{x[:2] + "/" + x, x} {
 		_, found, err := h.get(ctx, http.MethodHead, p)
 		if err != nil {

@@ -3,7 +3,6 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -73,7 +72,7 @@ func TestHTTPUnderPathWithAuth(t *testing.T) {
 func TestHTTPFlatFallback(t *testing.T) {
 	d, srv := serveDir(t)
 	id, data := storetest.ID(16, -1), []byte("legacy")
-	if err := os.WriteFile(filepath.Join(d.Root(), hex.EncodeToString(id)), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d.Root(), id.String()), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, err := store.NewHTTP(srv.URL, nil)

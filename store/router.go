@@ -130,11 +130,12 @@ func (rt *Router) Close() error {
 	return errors.Join(errs...)
 }
 
-// matching returns the distinct stores whose range covers id[0], in route order.
-func (rt *Router) matching(id []byte) []Store {
+// matching returns the distinct stores whose range covers id's first byte, in route order.
+func (rt *Router) matching(id flist.BlockID) []Store {
 	var out []Store
+	first := id.FirstByte()
 	for _, r := range rt.routes {
-		if id[0] < r.start || id[0] > r.end {
+		if first < r.start || first > r.end {
 			continue
 		}
 		dup := false
@@ -152,13 +153,13 @@ func (rt *Router) matching(id []byte) []Store {
 }
 
 // Get reads a block from one of the matching stores, trying them in random order.
-func (rt *Router) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (rt *Router) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := begin(ctx, rt, "get", id); err != nil {
 		return nil, err
 	}
 	stores := rt.matching(id)
 	if len(stores) == 0 {
-		return nil, fmt.Errorf("router: get %x: no route for first byte %02x: %w", id, id[0], ErrNotFound)
+		return nil, fmt.Errorf("router: get %x: no route for first byte %02x: %w", id, id.FirstByte(), ErrNotFound)
 	}
 	rand.Shuffle(len(stores), func(i, j int) { stores[i], stores[j] = stores[j], stores[i] })
 	var failed []error
@@ -186,7 +187,7 @@ func (rt *Router) Get(ctx context.Context, id []byte) ([]byte, error) {
 
 // Has reports whether any matching store has the block. It fails only if none has it and
 // some store could not answer.
-func (rt *Router) Has(ctx context.Context, id []byte) (bool, error) {
+func (rt *Router) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := begin(ctx, rt, "has", id); err != nil {
 		return false, err
 	}
@@ -212,13 +213,13 @@ func (rt *Router) Has(ctx context.Context, id []byte) (bool, error) {
 }
 
 // Put writes a block to every matching store that lacks it, concurrently.
-func (rt *Router) Put(ctx context.Context, id []byte, data []byte) error {
+func (rt *Router) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	if err := begin(ctx, rt, "put", id); err != nil {
 		return err
 	}
 	stores := rt.matching(id)
 	if len(stores) == 0 {
-		return fmt.Errorf("router: put %x: no route for first byte %02x", id, id[0])
+		return fmt.Errorf("router: put %x: no route for first byte %02x", id, id.FirstByte())
 	}
 	errs := make([]error, len(stores))
 	var wg sync.WaitGroup
@@ -255,7 +256,7 @@ func (rt *Router) WriteSink() flist.BlockSink { return writeSink{rt} }
 
 type writeSink struct{ *Router }
 
-func (w writeSink) Has(ctx context.Context, id []byte) (bool, error) {
+func (w writeSink) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	stores := w.matching(id)
 	if len(stores) == 0 {
 		return false, nil

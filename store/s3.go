@@ -129,11 +129,11 @@ func (s *S3) String() string { return s.name }
 func (s *S3) Close() error { return nil }
 
 // Get reads the object hex(id).
-func (s *S3) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (s *S3) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := begin(ctx, s, "get", id); err != nil {
 		return nil, err
 	}
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(flist.HexID(id))})
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(id.String())})
 	if err != nil {
 		return nil, s.wrap(ctx, "get", id, err)
 	}
@@ -152,11 +152,11 @@ func (s *S3) Get(ctx context.Context, id []byte) ([]byte, error) {
 }
 
 // Has asks with HEAD.
-func (s *S3) Has(ctx context.Context, id []byte) (bool, error) {
+func (s *S3) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := begin(ctx, s, "has", id); err != nil {
 		return false, err
 	}
-	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(flist.HexID(id))})
+	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(id.String())})
 	if err != nil {
 		err = s.wrap(ctx, "has", id, err)
 		if errors.Is(err, ErrNotFound) {
@@ -168,7 +168,7 @@ func (s *S3) Has(ctx context.Context, id []byte) (bool, error) {
 }
 
 // Put writes the object hex(id).
-func (s *S3) Put(ctx context.Context, id []byte, data []byte) error {
+func (s *S3) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	if err := begin(ctx, s, "put", id); err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (s *S3) Put(ctx context.Context, id []byte, data []byte) error {
 	}
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &s.cfg.Bucket,
-		Key:           aws.String(flist.HexID(id)),
+		Key:           aws.String(id.String()),
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 	})
@@ -189,7 +189,7 @@ func (s *S3) Put(ctx context.Context, id []byte, data []byte) error {
 
 // wrap names the store in err, maps a missing object to ErrNotFound and a cancelled
 // context to its error.
-func (s *S3) wrap(ctx context.Context, op string, id []byte, err error) error {
+func (s *S3) wrap(ctx context.Context, op string, id flist.BlockID, err error) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {

@@ -3,7 +3,6 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -52,7 +51,7 @@ func TestS3ObjectName(t *testing.T) {
 			return aws.Credentials{AccessKeyID: storetest.S3Access, SecretAccessKey: storetest.S3Secret}, nil
 		}),
 	})
-	out, err := client.GetObject(t.Context(), &s3.GetObjectInput{Bucket: &cfg.Bucket, Key: aws.String(hex.EncodeToString(id))})
+	out, err := client.GetObject(t.Context(), &s3.GetObjectInput{Bucket: &cfg.Bucket, Key: aws.String(id.String())})
 	if err != nil {
 		t.Fatalf("object hex(id) not found: %v", err)
 	}

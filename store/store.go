@@ -49,11 +49,11 @@ const MaxBlockSize = flist.MaxBlockStored
 // Store is a block store. Implementations are safe for concurrent use.
 type Store interface {
 	// Get returns the block with the given id, or an error wrapping ErrNotFound.
-	Get(ctx context.Context, id []byte) ([]byte, error)
+	Get(ctx context.Context, id flist.BlockID) ([]byte, error)
 	// Has reports whether the store holds the block.
-	Has(ctx context.Context, id []byte) (bool, error)
+	Has(ctx context.Context, id flist.BlockID) (bool, error)
 	// Put stores a block. Storing a block the store already has is not an error.
-	Put(ctx context.Context, id []byte, data []byte) error
+	Put(ctx context.Context, id flist.BlockID, data []byte) error
 	// String returns the store's URL with any password stripped.
 	String() string
 	// Close releases the store's connections.
@@ -170,9 +170,9 @@ func StripPassword(rawURL string) string {
 }
 
 // begin checks ctx and id before an operation on a store; the error names the store.
-func begin(ctx context.Context, s fmt.Stringer, op string, id []byte) error {
-	if err := flist.CheckBlockID(id); err != nil {
-		return fmt.Errorf("%s: %s: %w", s, op, err)
+func begin(ctx context.Context, s fmt.Stringer, op string, id flist.BlockID) error {
+	if !id.Valid() {
+		return fmt.Errorf("%s: %s: no block id", s, op)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %s %x: %w", s, op, id, err)
@@ -181,7 +181,7 @@ func begin(ctx context.Context, s fmt.Stringer, op string, id []byte) error {
 }
 
 // checkPut checks a block before it is written.
-func checkPut(s fmt.Stringer, id, data []byte) error {
+func checkPut(s fmt.Stringer, id flist.BlockID, data []byte) error {
 	if len(data) > MaxBlockSize {
 		return fmt.Errorf("%s: put %x: block of %d bytes exceeds the maximum of %d", s, id, len(data), MaxBlockSize)
 	}

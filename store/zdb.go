@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/zosfs/zosfs-agent/flist"
 )
 
 // ZdbDefaultPort is the port of a zdb:// URL that names none.
@@ -127,11 +129,11 @@ func (z *Zdb) Close() error {
 }
 
 // Get reads a block with GET.
-func (z *Zdb) Get(ctx context.Context, id []byte) ([]byte, error) {
+func (z *Zdb) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
 	if err := begin(ctx, z, "get", id); err != nil {
 		return nil, err
 	}
-	r, err := z.do(ctx, []byte("GET"), id)
+	r, err := z.do(ctx, []byte("GET"), id.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("%s: get %x: %w", z, id, err)
 	}
@@ -145,11 +147,11 @@ func (z *Zdb) Get(ctx context.Context, id []byte) ([]byte, error) {
 }
 
 // Has asks with EXISTS.
-func (z *Zdb) Has(ctx context.Context, id []byte) (bool, error) {
+func (z *Zdb) Has(ctx context.Context, id flist.BlockID) (bool, error) {
 	if err := begin(ctx, z, "has", id); err != nil {
 		return false, err
 	}
-	r, err := z.do(ctx, []byte("EXISTS"), id)
+	r, err := z.do(ctx, []byte("EXISTS"), id.Bytes())
 	if err != nil {
 		return false, fmt.Errorf("%s: has %x: %w", z, id, err)
 	}
@@ -160,7 +162,7 @@ func (z *Zdb) Has(ctx context.Context, id []byte) (bool, error) {
 }
 
 // Put writes a block with SET.
-func (z *Zdb) Put(ctx context.Context, id []byte, data []byte) error {
+func (z *Zdb) Put(ctx context.Context, id flist.BlockID, data []byte) error {
 	if err := begin(ctx, z, "put", id); err != nil {
 		return err
 	}
@@ -168,7 +170,7 @@ func (z *Zdb) Put(ctx context.Context, id []byte, data []byte) error {
 		return err
 	}
 	// redis answers +OK; 0-db answers with the key, or a null when the value is unchanged.
-	if _, err := z.do(ctx, []byte("SET"), id, data); err != nil {
+	if _, err := z.do(ctx, []byte("SET"), id.Bytes(), data); err != nil {
 		return fmt.Errorf("%s: put %x: %w", z, id, err)
 	}
 	return nil

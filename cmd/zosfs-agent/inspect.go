@@ -41,7 +41,7 @@ func newInspectCmd() *cobra.Command {
 			}
 			defer f.Close()
 			in := inspection{CID: c.String(), Format: f.Format(), ByType: map[string]int{}}
-			unique := map[string]bool{}
+			unique := map[flist.BlockID]bool{}
 			err = flist.Walk(ctx, f, func(_ string, e flist.Entry) error {
 				in.Entries++
 				in.ByType[string(e.Type.Letter())]++
@@ -53,7 +53,7 @@ func newInspectCmd() *cobra.Command {
 					}
 					in.Blocks += len(blocks)
 					for _, b := range blocks {
-						unique[string(b.ID)] = true
+						unique[b.ID] = true
 					}
 				}
 				return nil

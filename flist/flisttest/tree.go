@@ -181,7 +181,7 @@ func diskManifest(t testing.TB, dir string, readContent bool) string {
 				n, _ := io.ReadFull(f, buf)
 				f.Close()
 				b, _ := flist.EncodeBlock(buf[:n])
-				first = fmt.Sprintf("%x:%x", b.ID, b.Key)
+				first = fmt.Sprintf("%s:%x", b.ID, b.Key)
 			}
 		case flist.TypeSymlink:
 			target, err := os.Readlink(p)

@@ -10,9 +10,9 @@ import (
 )
 
 // Group runs at most one call per key at a time. The zero value is ready to use.
-type Group[V any] struct {
+type Group[K comparable, V any] struct {
 	mu    sync.Mutex
-	calls map[string]*call[V]
+	calls map[K]*call[V]
 }
 
 type call[V any] struct {
@@ -26,10 +26,10 @@ type call[V any] struct {
 // Do returns what fn returns for key: the first caller starts fn, later ones wait for
 // the same result. fn's context keeps the first caller's values and deadline but is
 // cancelled only when no caller waits any more. A caller whose ctx ends gets ctx.Err().
-func (g *Group[V]) Do(ctx context.Context, key string, fn func(context.Context) (V, error)) (V, error) {
+func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
 	g.mu.Lock()
 	if g.calls == nil {
-		g.calls = map[string]*call[V]{}
+		g.calls = map[K]*call[V]{}
 	}
 	c, ok := g.calls[key]
 	if !ok {

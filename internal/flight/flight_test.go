@@ -11,7 +11,7 @@ import (
 
 // TestShared: concurrent callers of one key share one call and its result.
 func TestShared(t *testing.T) {
-	var g Group[int]
+	var g Group[string, int]
 	var calls atomic.Int64
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -50,7 +50,7 @@ func TestShared(t *testing.T) {
 }
 
 // waiters is how many callers wait on key's call.
-func waiters[V any](g *Group[V], key string) int {
+func waiters[V any](g *Group[string, V], key string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c := g.calls[key]; c != nil {
@@ -62,7 +62,7 @@ func waiters[V any](g *Group[V], key string) int {
 // TestOneLeaves: a caller that gives up gets its ctx's error; the call goes on for the
 // others, uncancelled, and they get its result.
 func TestOneLeaves(t *testing.T) {
-	var g Group[string]
+	var g Group[string, string]
 	started, release := make(chan struct{}), make(chan struct{})
 	callErr := make(chan error, 1)
 	fn := func(ctx context.Context) (string, error) {
@@ -95,7 +95,7 @@ func TestOneLeaves(t *testing.T) {
 
 // TestAllLeave: when the last caller gives up, the call's context is cancelled.
 func TestAllLeave(t *testing.T) {
-	var g Group[int]
+	var g Group[string, int]
 	cancelled := make(chan error, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})

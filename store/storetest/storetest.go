@@ -13,12 +13,13 @@ import (
 
 	"golang.org/x/crypto/blake2b"
 
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/store"
 )
 
 // Putter writes blocks; it seeds a read-only store (e.g. the store behind an HTTP server).
 type Putter interface {
-	Put(ctx context.Context, id []byte, data []byte) error
+	Put(ctx context.Context, id flist.BlockID, data []byte) error
 }
 
 // Run runs the suite on a writable store. newStore is called once per subtest and must
@@ -53,11 +54,20 @@ func RunVerifiedReadOnly(t *testing.T, newStore func(t *testing.T) (s store.Stor
 	run(t, newStore, true, true)
 }
 
-// ID returns a random block id of n bytes whose first byte is first (if first >= 0).
-func ID(n int, first int) []byte {
-	id := Bytes(n)
+// ID returns a random block id of n bytes (32, or 16 for a legacy id) whose first byte
+// is first (if first >= 0).
+func ID(n int, first int) flist.BlockID {
+	b := Bytes(n)
 	if first >= 0 {
-		id[0] = byte(first)
+		b[0] = byte(first)
+	}
+	return mustParse(b)
+}
+
+func mustParse(b []byte) flist.BlockID {
+	id, err := flist.ParseBlockID(b)
+	if err != nil {
+		panic(err) // the suite makes only ids of valid lengths
 	}
 	return id
 }
@@ -70,22 +80,22 @@ func Bytes(n int) []byte {
 }
 
 // contentID is the id of a content-addressed block of data: its BLAKE2b of n bytes.
-func contentID(n int, data []byte) []byte {
+func contentID(n int, data []byte) flist.BlockID {
 	h, _ := blake2b.New(n, nil)
 	h.Write(data)
-	return h.Sum(nil)
+	return mustParse(h.Sum(nil))
 }
 
 func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOnly, content bool) {
 	// block returns a block of size random bytes with an id of n bytes whose first byte
 	// is first (if first >= 0): random, or content-addressed (then found by trying).
-	block := func(n, size, first int) (id, data []byte) {
+	block := func(n, size, first int) (id flist.BlockID, data []byte) {
 		for {
 			data = Bytes(size)
 			if !content {
 				return ID(n, first), data
 			}
-			if id = contentID(n, data); first < 0 || int(id[0]) == first {
+			if id = contentID(n, data); first < 0 || int(id.Bytes()[0]) == first {
 				return id, data
 			}
 		}
@@ -100,13 +110,13 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 		})
 		return s, p
 	}
-	put := func(t *testing.T, p Putter, id, data []byte) {
+	put := func(t *testing.T, p Putter, id flist.BlockID, data []byte) {
 		t.Helper()
 		if err := p.Put(t.Context(), id, data); err != nil {
 			t.Fatalf("Put %x: %v", id, err)
 		}
 	}
-	get := func(t *testing.T, s store.Store, id, want []byte) {
+	get := func(t *testing.T, s store.Store, id flist.BlockID, want []byte) {
 		t.Helper()
 		got, err := s.Get(t.Context(), id)
 		if err != nil {
@@ -116,7 +126,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 			t.Fatalf("Get %x: got %d bytes, want %d (contents differ: %v)", id, len(got), len(want), len(got) == len(want))
 		}
 	}
-	has := func(t *testing.T, s store.Store, id []byte, want bool) {
+	has := func(t *testing.T, s store.Store, id flist.BlockID, want bool) {
 		t.Helper()
 		ok, err := s.Has(t.Context(), id)
 		if err != nil {
@@ -179,7 +189,7 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 	t.Run("ConcurrentGets", func(t *testing.T) {
 		s, p := open(t)
 		const nBlocks, nWorkers, rounds = 8, 16, 4
-		ids, datas := make([][]byte, nBlocks), make([][]byte, nBlocks)
+		ids, datas := make([]flist.BlockID, nBlocks), make([][]byte, nBlocks)
 		for i := range ids {
 			ids[i], datas[i] = block(32, 20<<10+i, -1)
 			put(t, p, ids[i], datas[i])
@@ -234,14 +244,14 @@ func run(t *testing.T, newStore func(t *testing.T) (store.Store, Putter), readOn
 
 	t.Run("BadID", func(t *testing.T) {
 		s, _ := open(t)
-		if _, err := s.Get(t.Context(), nil); err == nil || errors.Is(err, store.ErrNotFound) {
-			t.Errorf("Get(nil id): err = %v, want a non-NotFound error", err)
+		if _, err := s.Get(t.Context(), flist.BlockID{}); err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Get(zero id): err = %v, want a non-NotFound error", err)
 		}
-		if _, err := s.Has(t.Context(), nil); err == nil {
-			t.Errorf("Has(nil id): no error")
+		if _, err := s.Has(t.Context(), flist.BlockID{}); err == nil {
+			t.Errorf("Has(zero id): no error")
 		}
-		if err := s.Put(t.Context(), nil, []byte("x")); err == nil {
-			t.Errorf("Put(nil id): no error")
+		if err := s.Put(t.Context(), flist.BlockID{}, []byte("x")); err == nil {
+			t.Errorf("Put(zero id): no error")
 		}
 	})
 

@@ -89,11 +89,11 @@ type poison struct {
 	served atomic.Int64
 }
 
-func (p *poison) Has(context.Context, []byte) (bool, error) { return true, nil }
+func (p *poison) Has(context.Context, flist.BlockID) (bool, error) { return true, nil }
 
-func (p *poison) Get(_ context.Context, id []byte) ([]byte, error) {
+func (p *poison) Get(_ context.Context, id flist.BlockID) ([]byte, error) {
 	data := make([]byte, p.size)
 	rand.Read(data)
-	p.log.Info("poisoned answer", "id", fmt.Sprintf("%x", id), "n", p.served.Add(1))
+	p.log.Info("poisoned answer", "id", id.String(), "n", p.served.Add(1))
 	return data, nil
 }
