@@ -30,6 +30,8 @@ bench: build
 	./scripts/bench-pack.sh
 	./scripts/bench-mount.sh
 	./scripts/bench-site.sh
+	$(GO) test ./p2p -run '^$$' -bench '^BenchmarkSite$$' -benchtime 1x
+	SITE_NODES=200 $(GO) test ./p2p -run '^$$' -bench '^BenchmarkSite$$' -benchtime 1x
 
 demo: build
 	./scripts/demo.sh

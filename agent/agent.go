@@ -18,6 +18,7 @@ import (
 
 	"github.com/zosfs/zosfs-agent/agent/api"
 	"github.com/zosfs/zosfs-agent/cache"
+	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/hub"
 	"github.com/zosfs/zosfs-agent/metrics"
 	"github.com/zosfs/zosfs-agent/mount"
@@ -176,7 +177,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// exist, it starts serving them.
 	d.cache, err = cache.Open(cache.Config{
 		Dir: filepath.Join(cfg.DataDir, "cache"), MaxBytes: cfg.CacheMax, MinFree: cfg.CacheMinFree, Logger: cfg.Logger,
-		OnStore: d.announce.add,
+		// The have-filter the node sends its neighbours follows the cache.
+		OnStore: d.node.Stored, OnEvict: d.node.Evicted,
 	})
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
@@ -200,11 +202,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		Log:         d.log,
 	})
 	d.flists = &flistStore{dir: filepath.Join(cfg.DataDir, "flists"), hubs: d.hubs, http: d.http,
-		peers: d.node, added: d.announce.addFlist, peerFirst: cfg.PeerTimeout}
+		peers: d.node, added: d.announce.add, peerFirst: cfg.PeerTimeout}
 	d.mounts = newMountManager(d, filepath.Join(cfg.DataDir, "state", "mounts.json"))
 
 	err = d.node.Start(ctx, p2p.Service{
 		Blocks: d.cache,
+		Have: func(fn func(flist.BlockID) bool) {
+			d.cache.Range(func(id flist.BlockID, _ int64) bool { return fn(id) })
+		},
 		Flists: d.flists,
 		Fetch:  d.resolver.FetchForPeer,
 		Busy:   d.resolver.Busy,
@@ -218,7 +223,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.resolver.announceFetching()
 	announceCtx, stopAnnounce := context.WithCancel(ctx)
 	defer stopAnnounce()
-	go d.announce.run(announceCtx, d.node, d.cache, d.flists, d.log)
+	go d.announce.run(announceCtx, d.node, d.flists, d.log)
 
 	// Claim the socket first (it refuses to start beside a live daemon, whose mounts
 	// restore would otherwise clear), restore the mounts, then answer: a client sees a
@@ -302,6 +307,7 @@ func (d *Daemon) metricsSnapshot() metrics.Snapshot {
 		PeerBytes:    peerBytes,
 		ServedBytes:  ns.ServedBytes, ServedBlocks: ns.ServedBlocks, ServedFlists: ns.ServedFlists, Rejected: ns.Rejected,
 		WriteTimeouts: ns.WriteTimeouts, FetchRefused: ns.FetchRefused,
+		DHTMessages: ns.DHTMessages, HaveSentBytes: ns.HaveSentBytes, HaveHeldBytes: ns.HaveHeldBytes,
 		CacheBytes: cs.Bytes, CacheBlocks: cs.Blocks, CacheMax: cs.Max,
 		Peers: len(d.node.Peers()), Mounts: len(d.mounts.list()),
 		Lookup: d.lookup.Snapshot(),

@@ -25,6 +25,11 @@ type Snapshot struct {
 	// FetchRefused the requests to fetch for a peer beyond its budget.
 	WriteTimeouts int64
 	FetchRefused  int64
+	// DHTMessages counts the DHT messages sent; HaveSentBytes the bytes of have-filters
+	// and updates sent to neighbours; HaveHeldBytes the neighbours' filters held now.
+	DHTMessages   int64
+	HaveSentBytes int64
+	HaveHeldBytes int64
 	CacheBytes    int64
 	CacheBlocks   int64
 	CacheMax      int64 // 0: no bound
@@ -49,6 +54,9 @@ var (
 	descMounts       = prometheus.NewDesc("zosfs_mounts", "Flists mounted.", nil, nil)
 	descWriteTimeout = prometheus.NewDesc("zosfs_serve_write_timeouts_total", "Block streams dropped because the neighbour stopped reading.", nil, nil)
 	descFetchRefused = prometheus.NewDesc("zosfs_fetch_for_peer_refused_total", "Requests to fetch a block for a neighbour refused: beyond its budget.", nil, nil)
+	descDHTMessages  = prometheus.NewDesc("zosfs_dht_messages_sent_total", "DHT messages sent (queries, answers, flist provider records).", nil, nil)
+	descHaveSent     = prometheus.NewDesc("zosfs_have_sent_bytes_total", "Bytes of have-filters and their updates sent to neighbours.", nil, nil)
+	descHaveHeld     = prometheus.NewDesc("zosfs_have_held_bytes", "Bytes of the neighbours' have-filters held.", nil, nil)
 	descLookup       = prometheus.NewDesc("zosfs_lookup_seconds", "Time for a block missing from the cache to arrive, by the source that delivered it (peers, fetcher: the block's designated fetcher of the first wave, hub).", []string{"source"}, nil)
 )
 
@@ -57,7 +65,8 @@ type collector struct{ snapshot func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetched, descPeerBytes, descServedBytes, descServedBlocks, descServedFlists,
-		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descWriteTimeout, descFetchRefused, descLookup} {
+		descRejected, descCacheBytes, descCacheBlocks, descCacheMax, descPeers, descMounts, descWriteTimeout, descFetchRefused,
+		descDHTMessages, descHaveSent, descHaveHeld, descLookup} {
 		ch <- d
 	}
 }
@@ -81,6 +90,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMounts, prometheus.GaugeValue, float64(s.Mounts))
 	ch <- prometheus.MustNewConstMetric(descWriteTimeout, prometheus.CounterValue, float64(s.WriteTimeouts))
 	ch <- prometheus.MustNewConstMetric(descFetchRefused, prometheus.CounterValue, float64(s.FetchRefused))
+	ch <- prometheus.MustNewConstMetric(descDHTMessages, prometheus.CounterValue, float64(s.DHTMessages))
+	ch <- prometheus.MustNewConstMetric(descHaveSent, prometheus.CounterValue, float64(s.HaveSentBytes))
+	ch <- prometheus.MustNewConstMetric(descHaveHeld, prometheus.GaugeValue, float64(s.HaveHeldBytes))
 	for src, h := range s.Lookup {
 		buckets := make(map[float64]uint64, len(latencyBuckets))
 		var cum uint64

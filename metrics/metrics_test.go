@@ -20,6 +20,7 @@ func TestHandler(t *testing.T) {
 			FetchedBytes: map[string]int64{"hub": 1234, "peers": 56},
 			PeerBytes:    map[string]int64{"12D3KooWpeer": 56},
 			ServedBytes:  789, ServedBlocks: 3, ServedFlists: 2, Rejected: 1, CacheBytes: 1290, CacheBlocks: 4, Peers: 2, Mounts: 1,
+			DHTMessages: 17, HaveSentBytes: 80000, HaveHeldBytes: 160000,
 			Lookup: lookup.Snapshot(),
 		}
 	}))
@@ -41,6 +42,9 @@ func TestHandler(t *testing.T) {
 		`zosfs_cache_bytes 1290`,
 		`zosfs_peers 2`,
 		`zosfs_mounts 1`,
+		`zosfs_dht_messages_sent_total 17`,
+		`zosfs_have_sent_bytes_total 80000`,
+		`zosfs_have_held_bytes 160000`,
 		`zosfs_lookup_seconds_bucket{source="hub",le="0.0025"} 0`,
 		`zosfs_lookup_seconds_bucket{source="hub",le="0.005"} 1`,
 		`zosfs_lookup_seconds_bucket{source="hub",le="2.5"} 2`,

@@ -12,7 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
-// candidateIter yields the peers to ask for a block (or flist), in Get's order, each
+// candidateIter yields the peers to ask for an flist, in GetFlist's order, each
 // peer once: connected peers the DHT names as providers, then the other connected peers,
 // then the providers that are not connected (to be dialled). This node and banned peers
 // are never yielded.
@@ -35,7 +35,7 @@ type candidateIter struct {
 	seen      map[peer.ID]bool     // yielded, or this node
 }
 
-// candidates returns the iterator of the peers to ask for the block (or flist) named c:
+// candidates returns the iterator of the peers to ask for the flist named c:
 // the connected peers that speak proto (or may), in random order, when there are at
 // most askConnectedMax of them, and the DHT's providers of c.
 func (n *Node) candidates(c cid.Cid, proto protocol.ID) *candidateIter {

@@ -51,13 +51,18 @@
 //
 // # Finding blocks
 //
-// Provide announces a block in the DHT under flist.BlockCID(id); FindProviders looks
-// providers up. Get combines them with what the node already knows: connected peers
-// named by the DHT first, then the other connected peers (when there are few, see
-// askConnectedMax), then unconnected providers; a second peer is asked after
-// Config.HedgeDelay, the next as soon as one fails. When no peer delivers, the error
-// wraps ErrNotFound, so the agent goes to the hub. The order is an iterator
-// (candidateIter, candidates.go) and the asking a hedger (hedge), each on its own.
+// Blocks are never put in the DHT: a site holds millions, and one provide costs about 50
+// DHT messages and a record at each of 20 nodes. Each node sends its neighbours instead a
+// have-filter (HaveProtocolID, have.go): a Bloom filter of its cache, then the ids it
+// stores as they arrive. Get asks only the connected peers whose filter may hold the
+// block, then (up to askConnectedMax) those that sent no filter, in random order; a
+// second peer is asked after Config.HedgeDelay, the next as soon as one fails. The
+// filter covers the whole cache, whatever flist a block came with, so a node that mounts
+// version 2 of an flist gets the blocks it shares with version 1 from a neighbour that
+// holds version 1. When no peer delivers, the error wraps ErrNotFound, so the agent goes
+// to the hub. The DHT holds flists only (ProvideFlist, FindFlistProviders): GetFlist
+// asks connected peers, then the providers the DHT names (candidateIter, candidates.go).
+// A connection manager keeps 32 to 48 neighbours (connLow, connHigh).
 //
 // # The first wave
 //
@@ -75,7 +80,8 @@
 //
 // Config.ServeRate bounds the bytes per second sent to peers; while the node's own reads
 // wait for blocks (Service.Busy), at most serveWhileBusy blocks are read for peers at a
-// time. Announcing blocks (on store, and again periodically) is the agent's job.
+// time. Announcing flists (on store, and again periodically) is the agent's job; the
+// cache tells the node what it stores and evicts (Stored, Evicted).
 //
 // No one peer can starve the others (peers.go). The blocks held in memory for serving
 // are bounded for all peers together (serveMemBlocks) and for each peer, across its

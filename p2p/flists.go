@@ -88,12 +88,9 @@ func (n *Node) GetFlist(ctx context.Context, digest []byte, f FlistFile, max int
 	if max <= 0 {
 		return fmt.Errorf("p2p: flist size bound %d: must be positive", max)
 	}
-	if _, ok := n.running(); !ok {
-		return ErrNotStarted
-	}
-	c, err := flist.FileCIDOf(digest)
+	c, err := n.flistCID(digest)
 	if err != nil {
-		return fmt.Errorf("p2p: %w", err)
+		return err
 	}
 	if len(n.Peers()) == 0 {
 		return fmt.Errorf("p2p: flist %s: %w (no peer connected)", c, ErrNotFound)

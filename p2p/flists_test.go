@@ -189,14 +189,13 @@ func TestGetFlistThroughDHT(t *testing.T) {
 	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
 		return connected(b, a.ID()) && connected(c, b.ID())
 	})
-	digestID, err := flist.ParseBlockID(digest) // an flist is provided under the CID of its digest
-	if err != nil {
-		t.Fatal(err)
+	provideFlist(t, a, digest)
+	if a.Stats().DHTMessages == 0 {
+		t.Errorf("a provided an flist and counted no DHT message")
 	}
-	provide(t, a, testBlock{id: digestID})
 	ctx := ctxTimeout(t, 30*time.Second)
 	testkit.WaitFor(t, "c to find a as a provider", 10*time.Second, func() bool {
-		provs, err := c.FindProviders(ctx, digestID, 4)
+		provs, err := c.FindFlistProviders(ctx, digest, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
 	// Each FindProviders above is a lookup in which c's DHT dials a (b names it as the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -15,23 +16,24 @@ import (
 
 // Tuning of Get.
 const (
-	// askConnectedMax: when the node is connected to at most this many peers that speak
-	// the block protocol, Get asks them (in random order) without waiting for the DHT: a
-	// peer that lacks the block says so in one LAN round trip, cheaper than a lookup.
-	// With more peers than that, Get asks only the providers the DHT names.
+	// askConnectedMax bounds the neighbours without a have-filter (they do not speak
+	// HaveProtocolID, or theirs has not arrived) that one Get asks: each that lacks the
+	// block costs a LAN round trip.
 	askConnectedMax = 16
-	// getMaxProviders bounds the providers one Get takes from the DHT.
+	// getMaxProviders bounds the providers one flist lookup takes from the DHT.
 	getMaxProviders = 16
 	// getParallel bounds the peers one Get asks at the same time: the first one and one
 	// hedge.
 	getParallel = 2
 )
 
-// Provide announces in the DHT that this node has block id (its CID is
-// flist.BlockCID(id)): the record is stored at the peers closest to the CID. It fails
-// while the node knows no peer.
-func (n *Node) Provide(ctx context.Context, id flist.BlockID) error {
-	c, err := n.blockCID(id)
+// ProvideFlist announces in the DHT that this node holds the flist whose digest is
+// digest (its CID is flist.FileCIDOf(digest)): the record is stored at the peers
+// closest to the CID. Only flists go into the DHT, never blocks: a site's blocks are
+// millions, its flists a few hundred; blocks are found through the neighbours'
+// have-filters. It fails while the node knows no peer.
+func (n *Node) ProvideFlist(ctx context.Context, digest []byte) error {
+	c, err := n.flistCID(digest)
 	if err != nil {
 		return err
 	}
@@ -46,12 +48,12 @@ func (n *Node) Provide(ctx context.Context, id flist.BlockID) error {
 	return nil
 }
 
-// FindProviders looks up in the DHT the peers that announced block id, up to max of
-// them (this node and banned peers left out). It returns when max are found, when the
-// lookup ends, or when ctx ends (with what it found, or ctx's error if nothing). It does
-// not ask connected peers: Get does.
-func (n *Node) FindProviders(ctx context.Context, id flist.BlockID, max int) ([]peer.ID, error) {
-	c, err := n.blockCID(id)
+// FindFlistProviders looks up in the DHT the peers that announced the flist digest, up
+// to max of them (this node and banned peers left out). It returns when max are found,
+// when the lookup ends, or when ctx ends (with what it found, or ctx's error if
+// nothing). It does not ask connected peers: GetFlist does.
+func (n *Node) FindFlistProviders(ctx context.Context, digest []byte, max int) ([]peer.ID, error) {
+	c, err := n.flistCID(digest)
 	if err != nil {
 		return nil, err
 	}
@@ -77,38 +79,70 @@ func (n *Node) FindProviders(ctx context.Context, id flist.BlockID, max int) ([]
 	return out, nil
 }
 
-// Get returns the stored bytes of block id from some peer, verified: it is the agent's
-// Source for neighbours. Candidates come in this order: connected peers the DHT names as
-// providers, then the other connected peers (when there are at most askConnectedMax of
-// them), then providers the DHT names that are not connected (dialled). Get asks one
-// candidate, a second one too if the first has not answered within Config.HedgeDelay,
-// and the next one as soon as one fails; the first verified answer wins. When every
-// candidate failed (none had it, or those that had it failed or sent a wrong block) the
-// error wraps ErrNotFound (and what each peer answered, e.g. flist.ErrBlockCorrupt).
-// When ctx ends first, the error wraps both ErrNotFound and ctx's error.
+// Get returns the stored bytes of block id from some neighbour, verified: it is the
+// agent's Source for neighbours. It asks the connected peers whose have-filter says they
+// may have the block, in random order, then (up to askConnectedMax of them) those that
+// have sent no filter; a peer whose filter says it lacks the block is not asked. No DHT
+// lookup is made. Get asks one candidate, a second one too if the first has not answered
+// within Config.HedgeDelay, and the next one as soon as one fails; the first verified
+// answer wins. When every candidate failed (none had it, or those that had it failed or
+// sent a wrong block) the error wraps ErrNotFound (and what each peer answered, e.g.
+// flist.ErrBlockCorrupt). When ctx ends first, the error wraps both ErrNotFound and
+// ctx's error.
 func (n *Node) Get(ctx context.Context, id flist.BlockID) ([]byte, error) {
-	c, err := n.blockCID(id)
-	if err != nil {
-		return nil, err
+	if !id.Valid() {
+		return nil, fmt.Errorf("p2p: no block id")
 	}
-	if len(n.Peers()) == 0 { // alone: no one to ask, and no lookup to pay for
-		return nil, fmt.Errorf("p2p: %x: %w (no peer connected)", id, ErrNotFound)
+	if _, ok := n.running(); !ok {
+		return nil, ErrNotStarted
 	}
-	it := n.candidates(c, ProtocolID)
-	data, errs, err := hedge(ctx, n.cfg.HedgeDelay, getParallel, it.Next,
-		func(ctx context.Context, ai peer.AddrInfo) ([]byte, error) {
-			n.rememberAddrs(ai)
-			return n.Fetch(ctx, ai.ID, id)
-		})
+	cands := n.blockCandidates(id)
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("p2p: block %s: %w (no neighbour may have it)", id, ErrNotFound)
+	}
+	next := func(context.Context) (peer.ID, bool) {
+		for len(cands) > 0 {
+			p := cands[0]
+			cands = cands[1:]
+			if !n.bans.banned(p) {
+				return p, true
+			}
+		}
+		return "", false
+	}
+	data, errs, err := hedge(ctx, n.cfg.HedgeDelay, getParallel, next,
+		func(ctx context.Context, p peer.ID) ([]byte, error) { return n.Fetch(ctx, p, id) })
 	switch {
 	case err == nil:
 		return data, nil
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("p2p: block %s: %w: %w", id.String(), ErrNotFound, ctx.Err())
+		return nil, fmt.Errorf("p2p: block %s: %w: %w", id, ErrNotFound, ctx.Err())
 	case len(errs) == 0:
-		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", id.String(), ErrNotFound)
+		return nil, fmt.Errorf("p2p: block %s: %w (no peer to ask)", id, ErrNotFound)
 	}
-	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", id.String(), ErrNotFound, len(errs), errors.Join(errs...))
+	return nil, fmt.Errorf("p2p: block %s: %w (asked %d peers): %w", id, ErrNotFound, len(errs), errors.Join(errs...))
+}
+
+// blockCandidates returns the neighbours to ask for block id, in Get's order: those
+// whose have-filter says they may have it, then up to askConnectedMax of those that sent
+// no filter, each group in random order.
+func (n *Node) blockCandidates(id flist.BlockID) []peer.ID {
+	var maybe, unknown []peer.ID
+	for _, p := range n.peersSpeaking(ProtocolID) {
+		switch has, known := n.mayHave(p, id); {
+		case has:
+			maybe = append(maybe, p)
+		case !known:
+			unknown = append(unknown, p)
+		}
+	}
+	shuffle(maybe)
+	shuffle(unknown)
+	return append(maybe, unknown[:min(len(unknown), askConnectedMax)]...)
+}
+
+func shuffle(ps []peer.ID) {
+	rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
 }
 
 // peersSpeaking returns the connected peers that speak proto, or may: those whose
@@ -137,12 +171,12 @@ func (n *Node) rememberAddrs(ai peer.AddrInfo) {
 	}
 }
 
-// blockCID checks id and that the node runs, and returns the block's CID.
-func (n *Node) blockCID(id flist.BlockID) (cid.Cid, error) {
+// flistCID checks digest and that the node runs, and returns the flist's CID.
+func (n *Node) flistCID(digest []byte) (cid.Cid, error) {
 	if _, ok := n.running(); !ok {
 		return cid.Undef, ErrNotStarted
 	}
-	c, err := flist.BlockCID(id)
+	c, err := flist.FileCIDOf(digest)
 	if err != nil {
 		return cid.Undef, fmt.Errorf("p2p: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -75,6 +76,14 @@ const (
 	protectTag = "zosfs-bootstrap"
 	// closeTimeout bounds how long Close waits for the block exchange's goroutines.
 	closeTimeout = 5 * time.Second
+	// connLow and connHigh are the connection manager's water marks: above connHigh
+	// connections it trims back to connLow. libp2p's defaults (160/192) would let a
+	// node of a site of hundreds hold a connection, a have-filter and a DHT slot for
+	// nearly every other one; 32 neighbours are enough to find a block held by a
+	// few percent of the site, and the DHT finds an flist's holders beyond them.
+	connLow, connHigh = 32, 48
+	// connGrace keeps a new connection from being trimmed before it has been used.
+	connGrace = 30 * time.Second
 )
 
 // Sentinel errors; test them with errors.Is.
@@ -136,6 +145,12 @@ type Config struct {
 	FetchBurst int
 	// Logger receives the node's logs, tagged component=p2p; nil means slog.Default().
 	Logger *slog.Logger
+	// Host, when set, is the libp2p host the node runs on instead of one of its own: the
+	// benchmarks simulate a site of hundreds of nodes in one process on a libp2p mocknet.
+	// The node then takes its identity from it; DataDir, Listen, PSK and the connection
+	// manager and gater are not used (bans still refuse to talk, but do not disconnect),
+	// and Close closes the host.
+	Host host.Host
 }
 
 // Service is what a node serves to its peers, handed to Start: the parts that serve are
@@ -158,6 +173,10 @@ type Service struct {
 	// It is called at most Config.FetchRate times a second per peer (Config.FetchBurst
 	// at once).
 	Fetch func(ctx context.Context, id flist.BlockID) ([]byte, error)
+	// Have calls fn with the id of each block Blocks holds, until fn returns false: the
+	// node builds its have-filter from it (have.go). Stored and Evicted keep the filter
+	// current between builds. nil means the node holds no block.
+	Have func(fn func(id flist.BlockID) bool)
 	// Busy reports whether the node's own reads are waiting for blocks. While it does,
 	// at most serveWhileBusy blocks are read for peers at a time, so that the node's own
 	// reads go first (the disk and the CPU that verifies blocks are shared). nil means
@@ -203,6 +222,12 @@ type Node struct {
 	serveFlists chan struct{}          // bounds the flists served at once, all peers
 	serveLimit  *rate.Limiter          // Config.ServeRate; nil without one
 	canFetch    atomic.Bool            // see SetCanFetch
+
+	haves       ownHaves      // this node's have-filter (have.go)
+	rebuild     chan struct{} // asks rebuildLoop for a new filter
+	haveMu      sync.Mutex
+	haveSending map[peer.ID]bool       // peers a have-sender runs for
+	peerHaves   map[peer.ID]*peerHaves // the neighbours' filters
 }
 
 // New checks cfg, loads (or creates) the node's identity and returns a node that has not
@@ -239,6 +264,9 @@ func New(cfg Config) (*Node, error) {
 		peers:       map[peer.ID]*peerServe{},
 		serveBusy:   make(chan struct{}, serveWhileBusy),
 		serveFlists: make(chan struct{}, serveFlistsMax),
+		rebuild:     make(chan struct{}, 1),
+		haveSending: map[peer.ID]bool{},
+		peerHaves:   map[peer.ID]*peerHaves{},
 	}
 	if cfg.ServeRate > 0 {
 		// The burst is the largest block: a block is written whole, its tokens taken at once.
@@ -281,13 +309,17 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p: bootstrap addresses (each must end in /p2p/<peer id>): %w", err)
 	}
 	n.bootstrap = infos
-	n.priv, err = loadIdentity(cfg.DataDir, n.log)
-	if err != nil {
-		return nil, fmt.Errorf("p2p: identity: %w", err)
-	}
-	n.id, err = peer.IDFromPrivateKey(n.priv)
-	if err != nil {
-		return nil, fmt.Errorf("p2p: identity: %w", err)
+	if cfg.Host != nil {
+		n.id = cfg.Host.ID()
+	} else {
+		n.priv, err = loadIdentity(cfg.DataDir, n.log)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: identity: %w", err)
+		}
+		n.id, err = peer.IDFromPrivateKey(n.priv)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: identity: %w", err)
+		}
 	}
 	for _, b := range n.bootstrap {
 		if b.ID == n.id {
@@ -332,25 +364,8 @@ func (n *Node) Start(ctx context.Context, svc Service) (err error) {
 		}
 	}()
 
-	opts := []libp2p.Option{
-		libp2p.Identity(n.priv),
-		libp2p.ListenAddrs(n.listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.ConnectionGater(gater{n.bans}),
-		libp2p.DisableRelay(),
-		// The daemon exports its own metrics; libp2p's would land in the process-wide
-		// Prometheus registry.
-		libp2p.DisableMetrics(),
-		libp2p.UserAgent("zosfs-agent"),
-	}
-	if n.psk != nil {
-		opts = append(opts, libp2p.PrivateNetwork(n.psk))
-	} else {
-		opts = append(opts, libp2p.Transport(quic.NewTransport))
-	}
-	n.host, err = libp2p.New(opts...)
-	if err != nil {
-		return fmt.Errorf("p2p: host: %w", err)
+	if n.host, err = n.newHost(); err != nil {
+		return err
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
 	n.host.SetStreamHandler(FlistProtocolID, n.handleFlistStream)
@@ -361,7 +376,8 @@ func (n *Node) Start(ctx context.Context, svc Service) (err error) {
 	// The DHT's routing table fills with the connected peers that speak its protocol
 	// (bootstrap peers, mDNS peers, peers met in lookups); bootstrapLoop keeps the
 	// bootstrap peers connected.
-	n.dht, err = dht.New(n.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix))
+	// The DHT sees the host through countingHost, which counts its messages (Stats).
+	n.dht, err = dht.New(countingHost{n.host, &n.stats.dhtSent}, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix))
 	if err != nil {
 		return fmt.Errorf("p2p: dht: %w", err)
 	}
@@ -372,6 +388,10 @@ func (n *Node) Start(ctx context.Context, svc Service) (err error) {
 	}
 	if n.track() {
 		go n.bootstrapLoop()
+	}
+
+	if err := n.startHaves(); err != nil {
+		return err
 	}
 
 	if !n.cfg.NoMDNS {
@@ -386,6 +406,40 @@ func (n *Node) Start(ctx context.Context, svc Service) (err error) {
 	n.log.Info("p2p node started", "peer_id", n.id.String(), "addrs", n.Addrs(),
 		"private", n.psk != nil, "mdns", n.mdns != nil, "bootstrap", len(n.bootstrap))
 	return nil
+}
+
+// newHost returns the host to run on: Config.Host, or a new one on the configured
+// addresses, behind the ban list and a connection manager.
+func (n *Node) newHost() (host.Host, error) {
+	if n.cfg.Host != nil {
+		return n.cfg.Host, nil
+	}
+	cm, err := connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(connGrace))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(n.priv),
+		libp2p.ListenAddrs(n.listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.ConnectionGater(gater{n.bans}),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(),
+		// The daemon exports its own metrics; libp2p's would land in the process-wide
+		// Prometheus registry.
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("zosfs-agent"),
+	}
+	if n.psk != nil {
+		opts = append(opts, libp2p.PrivateNetwork(n.psk))
+	} else {
+		opts = append(opts, libp2p.Transport(quic.NewTransport))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: host: %w", err)
+	}
+	return h, nil
 }
 
 // peerstoreTTL is how long the addresses of bootstrap peers are kept in the peerstore.
@@ -428,6 +482,7 @@ func (n *Node) closeLocked() error {
 		n.host.RemoveStreamHandler(ProtocolID)
 		n.host.RemoveStreamHandler(FlistProtocolID)
 		n.host.RemoveStreamHandler(FetcherProtocolID)
+		n.host.RemoveStreamHandler(HaveProtocolID)
 	}
 	if n.dht != nil {
 		if err := n.dht.Close(); err != nil {
@@ -465,6 +520,13 @@ func (n *Node) Run(ctx context.Context, svc Service) error {
 	}
 	<-ctx.Done()
 	return n.Close()
+}
+
+// Host is the node's libp2p host while it runs (nil before Start), for tools that speak
+// the site's protocols themselves (internal/tools/badpeer).
+func (n *Node) Host() host.Host {
+	h, _ := n.running()
+	return h
 }
 
 // ID is the node's peer id (known from New on).

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -50,6 +51,25 @@ func newStore(blocks ...testBlock) *memStore {
 		s.m[b.id] = b.data
 	}
 	return s
+}
+
+// put adds a block to the store.
+func (s *memStore) put(b testBlock) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[b.id] = b.data
+}
+
+// have is the store's Service.Have.
+func (s *memStore) have(fn func(flist.BlockID) bool) {
+	s.mu.Lock()
+	ids := slices.Collect(maps.Keys(s.m))
+	s.mu.Unlock()
+	for _, id := range ids {
+		if !fn(id) {
+			return
+		}
+	}
 }
 
 func (s *memStore) Has(ctx context.Context, id flist.BlockID) (bool, error) {
@@ -157,24 +177,23 @@ func loopAddr(t testing.TB, n *p2p.Node) string {
 
 func connected(n *p2p.Node, p peer.ID) bool { return slices.Contains(n.Peers(), p) }
 
-// provide announces ids from n, retrying while n's DHT routing table is still empty.
-func provide(t testing.TB, n *p2p.Node, blocks ...testBlock) {
+// provideFlist announces the flist digest from n, retrying while n's DHT routing table
+// is still empty.
+func provideFlist(t testing.TB, n *p2p.Node, digest []byte) {
 	t.Helper()
-	for _, b := range blocks {
-		var err error
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err = n.Provide(ctx, b.id)
-			cancel()
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = n.ProvideFlist(ctx, digest)
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			break
 		}
-		if err != nil {
-			t.Fatalf("Provide: %v", err)
-		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("ProvideFlist: %v", err)
 	}
 }
 
@@ -295,46 +314,53 @@ func TestConcurrentFetches(t *testing.T) {
 	}
 }
 
-func TestProvidersThroughDHT(t *testing.T) {
-	blocks := makeBlocks(t, 3, 32<<10)
-	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: newStore(blocks...)})
-	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{})
-	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}}, p2p.Service{})
-	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
-		return connected(b, a.ID()) && connected(c, b.ID())
+// TestHaveFilters: a node asks for a block only the neighbours whose have-filter says
+// they may hold it, learns of the blocks a neighbour stores after its filter was sent,
+// and, for a block no filter holds, answers "not found" without a message.
+func TestHaveFilters(t *testing.T) {
+	blocks := makeBlocks(t, 4, 32<<10)
+	holder := newStore(blocks[:2]...)
+	empty := newStore()
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: holder, Have: holder.have})
+	b := startNode(t, p2p.Config{}, p2p.Service{Blocks: empty, Have: empty.have})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a), loopAddr(t, b)}}, p2p.Service{})
+	testkit.WaitFor(t, "c to hold both filters", 10*time.Second, func() bool {
+		return c.Stats().HaveHeldBytes >= 2*minFilterBytes
 	})
-	provide(t, a, blocks...)
-
 	ctx := ctxTimeout(t, 20*time.Second)
-	// The DHT is eventually consistent: c's routing table fills once identify has run.
-	var provs []peer.ID
-	var err error
-	testkit.WaitFor(t, "c to find a as a provider", 10*time.Second, func() bool {
-		provs, err = c.FindProviders(ctx, blocks[0].id, 4)
-		return err == nil && slices.Contains(provs, a.ID())
-	})
-	// The lookups above make c's DHT dial a; one that failed on a loaded machine leaves
-	// a in the swarm's dial backoff, which would refuse Get's own dial (as in
-	// TestGetFlistThroughDHT).
-	p2p.ClearDialBackoff(c, a.ID())
-	for _, blk := range blocks {
+	for _, blk := range blocks[:2] {
 		data, err := c.Get(ctx, blk.id)
-		if err != nil {
+		if err != nil || !bytes.Equal(data, blk.data) {
 			t.Fatalf("Get: %v", err)
 		}
-		if !bytes.Equal(data, blk.data) {
-			t.Fatalf("Get: bytes differ")
-		}
 	}
-	if got := c.Stats().FetchedBytesByPeer[a.ID()]; got == 0 {
-		t.Errorf("c fetched nothing from a: %v", c.Stats().FetchedBytesByPeer)
+	if n := empty.gets.Load(); n != 0 {
+		t.Errorf("b, whose filter holds nothing, was asked %d times", n)
 	}
-	// Nobody provides a missing block.
-	provs, err = c.FindProviders(ctx, missingID(), 4)
-	if err != nil || len(provs) != 0 {
-		t.Errorf("FindProviders of a missing block: %v, %v", provs, err)
+
+	// A block a stores now reaches c in an update, not a new filter.
+	holder.put(blocks[2])
+	a.Stored(blocks[2].id)
+	testkit.WaitFor(t, "the update to reach c", 10*time.Second, func() bool {
+		data, err := c.Get(ctx, blocks[2].id)
+		return err == nil && bytes.Equal(data, blocks[2].data)
+	})
+
+	// No filter holds blocks[3]: not found, and no one asked.
+	aGets, bGets := holder.gets.Load(), empty.gets.Load()
+	if _, err := c.Get(ctx, blocks[3].id); !errors.Is(err, p2p.ErrNotFound) {
+		t.Errorf("Get of a block no one holds: %v, want ErrNotFound", err)
+	}
+	if holder.gets.Load() != aGets || empty.gets.Load() != bGets {
+		t.Errorf("a block no filter holds was asked for")
+	}
+	if got := a.Stats().HaveSentBytes; got < minFilterBytes {
+		t.Errorf("a sent %d bytes of have-filter", got)
 	}
 }
+
+// minFilterBytes is the size of the smallest have-filter (sized for 64 Ki blocks at 1 %).
+const minFilterBytes = 64 << 10
 
 func TestPoisonedPeer(t *testing.T) {
 	blocks := makeBlocks(t, 24, 64<<10)
@@ -479,9 +505,10 @@ func TestPrivateNetwork(t *testing.T) {
 	if err != nil || !bytes.Equal(data, blocks[0].data) {
 		t.Fatalf("Get within the private network: %v", err)
 	}
-	provide(t, a, blocks...)
+	_, digest := randomFlist(1000, 1)
+	provideFlist(t, a, digest)
 	testkit.WaitFor(t, "b to find a as a provider", 10*time.Second, func() bool {
-		provs, err := b.FindProviders(ctx, blocks[1].id, 4)
+		provs, err := b.FindFlistProviders(ctx, digest, 4)
 		return err == nil && slices.Contains(provs, a.ID())
 	})
 
@@ -514,7 +541,7 @@ func TestPrivateNetwork(t *testing.T) {
 			}
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			if provs, _ := o.FindProviders(pctx, blocks[1].id, 4); len(provs) != 0 {
+			if provs, _ := o.FindFlistProviders(pctx, digest, 4); len(provs) != 0 {
 				t.Errorf("an outsider found providers: %v", provs)
 			}
 		})

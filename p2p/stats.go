@@ -36,6 +36,13 @@ type Stats struct {
 	FetchRefused int64
 	// Banned is the number of peers banned now.
 	Banned int
+	// DHTMessages counts the DHT messages this node sent (queries, answers, provider
+	// records): what the site's DHT costs it.
+	DHTMessages int64
+	// HaveSentBytes counts the bytes of have-filters and updates sent to neighbours;
+	// HaveHeldBytes is the size of the neighbours' filters held now.
+	HaveSentBytes int64
+	HaveHeldBytes int64
 }
 
 // counters are the node's live counters.
@@ -46,6 +53,7 @@ type counters struct {
 	fetchedFor                  atomic.Int64
 	writeTimeouts, fetchRefused atomic.Int64
 	servedFlists, fetchedFlists atomic.Int64
+	dhtSent, haveSent           atomic.Int64
 
 	mu     sync.Mutex
 	byPeer map[peer.ID]int64
@@ -85,6 +93,9 @@ func (n *Node) Stats() Stats {
 		WriteTimeouts:      c.writeTimeouts.Load(),
 		FetchRefused:       c.fetchRefused.Load(),
 		Banned:             n.bans.count(),
+		DHTMessages:        c.dhtSent.Load(),
+		HaveSentBytes:      c.haveSent.Load(),
+		HaveHeldBytes:      n.haveBytes(),
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command badpeer is a test-only poisoned neighbour, for the end-to-end tests: a p2p node
-// of the site that claims to hold every block and answers every request with random
-// bytes, which never hash to the id asked for. The tests run it to show that a daemon
+// of the site that claims to hold every block (it sends each neighbour a have-filter
+// whose every bit is set) and answers every request with random bytes, which never hash
+// to the id asked for. The tests run it to show that a daemon
 // detects such a peer, bans it and still reads correct bytes. It is not part of the
 // product: never run it on a real site.
 //
@@ -12,8 +13,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -22,6 +25,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/zosfs/zosfs-agent/flist"
 	"github.com/zosfs/zosfs-agent/p2p"
@@ -72,6 +78,7 @@ func run(ctx context.Context, listen, bootstrap []string, size int) error {
 		return err
 	}
 	defer n.Close()
+	go claimAll(ctx, n, log)
 	a := n.Addrs()
 	if len(a) == 0 {
 		return fmt.Errorf("node has no address")
@@ -80,6 +87,36 @@ func run(ctx context.Context, listen, bootstrap []string, size int) error {
 	<-ctx.Done()
 	log.Info("badpeer stopping", "poisoned_answers", store.served.Load())
 	return nil
+}
+
+// claimAll sends every neighbour, as it connects, a have-filter that says "maybe" to
+// every block, written as the protocol's spec says (p2p/have.go): message type 1, the
+// length, then the filter's binary form (k, the number of keys, the bits).
+func claimAll(ctx context.Context, n *p2p.Node, log *slog.Logger) {
+	const words = 1024
+	filter := binary.LittleEndian.AppendUint32(nil, 1) // one bit position per key
+	filter = binary.LittleEndian.AppendUint64(filter, 0)
+	filter = append(filter, bytes.Repeat([]byte{0xff}, 8*words)...)
+	msg := binary.AppendUvarint([]byte{1}, uint64(len(filter)))
+	msg = append(msg, filter...)
+	sent := map[peer.ID]bool{}
+	for ctx.Err() == nil {
+		for _, p := range n.Peers() {
+			if sent[p] {
+				continue
+			}
+			s, err := n.Host().NewStream(ctx, p, p2p.HaveProtocolID)
+			if err != nil {
+				continue // not identified yet, or not speaking it: try again
+			}
+			if _, err := s.Write(msg); err == nil {
+				sent[p] = true
+				log.Info("claimed every block", "peer", p.String())
+			}
+			// The stream stays open: the neighbour forgets the filter when it closes.
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // poison is a p2p.BlockStore that has every block and whose every block is wrong.

@@ -1,0 +1,280 @@
+package p2p_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+
+	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/testkit"
+	"github.com/zosfs/zosfs-agent/p2p"
+)
+
+// Shape of the simulated site (BenchmarkSite); SITE_NODES and SITE_BLOCKS override the
+// first two.
+const (
+	// siteNodes is the nodes of the site.
+	siteNodes = 50
+	// siteBlocks is the blocks in each node's cache, and in version 1 of the flist.
+	siteBlocks = 20_000
+	// siteDegree is the neighbours each node dials: the connection manager keeps 32 to 48.
+	siteDegree = 32
+	// siteChanged is the share of version 2's blocks that are new (not in version 1).
+	siteChanged = 0.05
+	// siteProvideSamples is how many block provides measure what the old design (every
+	// block in the DHT) would cost.
+	siteProvideSamples = 20
+	// siteReaders is the parallel Gets of the node that reads version 2.
+	siteReaders = 16
+)
+
+// siteBlock is a block of the simulation: 8 bytes of content (the content does not matter
+// to the exchange, only that it hashes to the id).
+type siteBlock struct {
+	id   flist.BlockID
+	data []byte
+}
+
+func makeSiteBlock(tag byte, i int) siteBlock {
+	data := binary.LittleEndian.AppendUint64([]byte{tag}, uint64(i))
+	return siteBlock{id: flist.HashBlock(data), data: data}
+}
+
+// siteStore is one node's cache: version 1 of the flist (a pointer to the shared blocks)
+// when it holds it, and blocks of other flists, listed by Have only (no one asks for
+// them).
+type siteStore struct {
+	v1     map[flist.BlockID][]byte // nil when the node does not hold version 1
+	node   int
+	others int
+}
+
+func (s *siteStore) Has(_ context.Context, id flist.BlockID) (bool, error) {
+	_, ok := s.v1[id]
+	return ok, nil
+}
+
+func (s *siteStore) Get(_ context.Context, id flist.BlockID) ([]byte, error) {
+	if data, ok := s.v1[id]; ok {
+		return data, nil
+	}
+	return nil, fmt.Errorf("block %s: %w", id, flist.ErrNotFound)
+}
+
+func (s *siteStore) have(fn func(flist.BlockID) bool) {
+	for id := range s.v1 {
+		if !fn(id) {
+			return
+		}
+	}
+	for i := range s.others {
+		if !fn(makeSiteBlock(byte(s.node), s.node<<24|i).id) {
+			return
+		}
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkSite simulates a site of real p2p nodes (the DHT, the have-filters, the block
+// exchange) on a libp2p mocknet in one process, and measures what the design costs each
+// node and what a reader gets:
+//
+//   - Half the nodes hold version 1 of an flist (siteBlocks blocks); every node also
+//     holds siteBlocks blocks of other flists. Each node dials siteDegree others.
+//   - Every holder announces version 1 (ProvideFlist): the only DHT records.
+//   - One node that holds nothing reads version 2, which shares all but siteChanged of
+//     its blocks with version 1 and which nobody announces: its shared blocks must come
+//     from the neighbours, and only the new ones from the hub (hub/new, goal ≤ 1.05).
+//
+// The old design (every cached block provided in the DHT) is not run at this scale: its
+// cost is siteProvideSamples block provides measured in the same run, times the mean
+// blocks of a cache (old-provide-msgs/node, one announce round; it is repeated every 12 h), to
+// set against the new design's DHT messages per node over the whole run.
+//
+//	go test ./p2p -run '^$' -bench BenchmarkSite -benchtime 1x [SITE_NODES=200]
+func BenchmarkSite(b *testing.B) {
+	nodes, blocks := envInt("SITE_NODES", siteNodes), envInt("SITE_BLOCKS", siteBlocks)
+	b.ReportAllocs()
+	for b.Loop() {
+		runSite(b, nodes, blocks)
+	}
+}
+
+func runSite(b *testing.B, nodes, blocks int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	v1 := make(map[flist.BlockID][]byte, blocks)
+	var v2 []siteBlock
+	for i := range blocks {
+		blk := makeSiteBlock(0xf1, i)
+		v1[blk.id] = blk.data
+		if float64(i) < siteChanged*float64(blocks) {
+			blk = makeSiteBlock(0xf2, i) // changed in version 2
+		}
+		v2 = append(v2, blk)
+	}
+	newBlocks := int(siteChanged * float64(blocks))
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+
+	mn := mocknet.New()
+	defer mn.Close()
+	site := make([]*p2p.Node, nodes)
+	for i := range site {
+		h, err := mn.GenPeer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &siteStore{node: i, others: blocks}
+		if i%2 == 1 {
+			s.v1 = v1
+		}
+		n, err := p2p.New(p2p.Config{Host: h, NoMDNS: true, Logger: testkit.LoggerAt(b, slog.LevelError)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := n.Start(ctx, p2p.Service{Blocks: s, Have: s.have}); err != nil {
+			b.Fatal(err)
+		}
+		defer n.Close()
+		site[i] = n
+	}
+	if err := mn.LinkAll(); err != nil {
+		b.Fatal(err)
+	}
+	for i, n := range site {
+		for _, j := range mrand.Perm(nodes)[:min(siteDegree+1, nodes)] {
+			if j != i && !slices.Contains(n.Peers(), site[j].ID()) {
+				if _, err := mn.ConnectPeers(n.ID(), site[j].ID()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	// Every node holds the filter of each neighbour (all nodes send one).
+	testkit.WaitFor(b, "every neighbour's have-filter", 5*time.Minute, func() bool {
+		for _, n := range site {
+			if n.Stats().HaveHeldBytes < int64(len(n.Peers()))*minFilterBytes {
+				return false
+			}
+		}
+		return true
+	})
+	setup := time.Since(start)
+
+	var digest [32]byte
+	rand.Read(digest[:])
+	var wg sync.WaitGroup
+	for i := 1; i < nodes; i += 2 {
+		wg.Go(func() {
+			if err := site[i].ProvideFlist(ctx, digest[:]); err != nil {
+				b.Errorf("node %d: ProvideFlist: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+
+	// The reader is node 0 (holds no version 1); it finds version 1's holders in the DHT
+	// as a mount would, then reads version 2 block by block.
+	reader := site[0]
+	if provs, err := reader.FindFlistProviders(ctx, digest[:], 8); err != nil || len(provs) == 0 {
+		b.Errorf("the reader found no holder of version 1: %v, %v", provs, err)
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	hub := 0
+	work := make(chan siteBlock)
+	for range siteReaders {
+		wg.Go(func() {
+			for blk := range work {
+				t0 := time.Now()
+				_, err := reader.Get(ctx, blk.id)
+				d := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					hub++ // the agent would fetch it from the hub
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	readStart := time.Now()
+	for _, blk := range v2 {
+		work <- blk
+	}
+	close(work)
+	wg.Wait()
+	read := time.Since(readStart)
+
+	var dhtMsgs, haveSent, haveHeld int64
+	for _, n := range site {
+		st := n.Stats()
+		dhtMsgs += st.DHTMessages
+		haveSent += st.HaveSentBytes
+		haveHeld += st.HaveHeldBytes
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+
+	// The old design's price, measured now on the same site: one block provide.
+	sampler := site[1]
+	m0 := sampler.Stats().DHTMessages
+	for range siteProvideSamples {
+		var id [32]byte
+		rand.Read(id[:])
+		if err := sampler.ProvideFlist(ctx, id[:]); err != nil {
+			b.Fatalf("sample provide: %v", err)
+		}
+	}
+	perProvide := float64(sampler.Stats().DHTMessages-m0) / siteProvideSamples
+
+	slices.Sort(lat)
+	pct := func(q float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(nodes), "nodes")
+	b.ReportMetric(float64(dhtMsgs)/float64(nodes), "dht-msgs/node")
+	b.ReportMetric(perProvide, "msgs/block-provide")
+	b.ReportMetric(perProvide*1.5*float64(blocks), "old-provide-msgs/node")
+	b.ReportMetric(float64(haveSent)/float64(nodes)/1024, "have-sent-KiB/node")
+	b.ReportMetric(float64(haveHeld)/float64(nodes)/1024, "have-held-KiB/node")
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(nodes)/(1<<20), "heap-MiB/node")
+	b.ReportMetric(pct(0.5), "get-p50-ms")
+	b.ReportMetric(pct(0.99), "get-p99-ms")
+	b.ReportMetric(float64(hub)/float64(max(newBlocks, 1)), "hub/new")
+	b.ReportMetric(setup.Seconds(), "setup-s")
+	b.ReportMetric(read.Seconds(), "read-s")
+	b.Logf("%d nodes, %d blocks each on average: %d of version 2's %d blocks from the hub (%d new); "+
+		"%.0f DHT messages per node against %.0f for one round of the old design",
+		nodes, 3*blocks/2, hub, len(v2), newBlocks, float64(dhtMsgs)/float64(nodes), perProvide*1.5*float64(blocks))
+	if hub > newBlocks*105/100 {
+		b.Errorf("the hub sent %d blocks for %d new ones", hub, newBlocks)
+	}
+}
