@@ -277,3 +277,13 @@ func (s *flistStore) fetchURL(ctx context.Context, u string) (cid.Cid, error) {
 func (s *flistStore) open(ctx context.Context, c cid.Cid) (flist.Flist, error) {
 	return flist.Open(ctx, s.path(c))
 }
+
+// joinFlist opens the node's session with the holders of flist c (p2p.Node.JoinFlist)
+// for as long as it is in use; the returned func ends it.
+func (d *Daemon) joinFlist(c cid.Cid) (leave func()) {
+	digest, err := flist.FileDigest(c)
+	if err != nil {
+		return func() {}
+	}
+	return d.node.JoinFlist(digest)
+}

@@ -36,7 +36,8 @@ type activeMount struct {
 	done   chan struct{} // closed when the mount's Run has returned
 	fl     flist.Flist
 	// closeRoutes ends the use of the flist's routes (see openRoutes), unuse that of
-	// its blocks (blocksInUse.useFlist).
+	// its blocks (blocksInUse.useFlist) and its session with the flist's holders
+	// (Daemon.joinFlist).
 	closeRoutes, unuse func()
 }
 
@@ -131,10 +132,12 @@ func (m *mountManager) start(ctx context.Context, info api.Mount) error {
 		closeRoutes()
 		return err
 	}
+	unuse := m.d.resolver.inUse.useFlist(fl, func(err error) {
+		m.d.log.Warn("listing the flist's blocks failed; neighbours will not get them through this node", "cid", info.CID, "err", err)
+	})
+	leave := m.d.joinFlist(c)
 	a := &activeMount{info: info, done: make(chan struct{}), fl: fl, closeRoutes: closeRoutes,
-		unuse: m.d.resolver.inUse.useFlist(fl, func(err error) {
-			m.d.log.Warn("listing the flist's blocks failed; neighbours will not get them through this node", "cid", info.CID, "err", err)
-		})}
+		unuse: func() { unuse(); leave() }}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	runErr := make(chan error, 1)

@@ -45,6 +45,7 @@ func (d *Daemon) Pull(ctx context.Context, ref string, progress func(api.PullPro
 		return api.PullProgress{}, err
 	}
 	defer d.resolver.inUse.add(blocks)()
+	defer d.joinFlist(c)()
 	var extra []Source
 	routes, closeRoutes, err := d.openRoutes(ctx, fl)
 	if err != nil {

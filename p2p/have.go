@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -283,25 +284,34 @@ func (n *Node) startHaveSender(p peer.ID) {
 	}()
 }
 
-// sendHaves sends p the filter, then the ids stored, until the stream fails (p left)
-// or the node closes.
+// sendHaves sends p the filter, then the ids stored, until the stream ends (p left, or
+// reset it) or the node closes.
 func (n *Node) sendHaves(p peer.ID) error {
 	s, err := n.host.NewStream(n.ctx, p, HaveProtocolID)
 	if err != nil {
 		return err
 	}
 	defer s.Reset()
+	// The receiver never writes: a read ends only when the stream does, which a sender
+	// waiting for news would not notice otherwise (and would keep p from getting a
+	// sender again when it reconnects).
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	go func() {
+		io.Copy(io.Discard, s)
+		cancel()
+	}()
 	var c haveCursor
 	for {
 		msg, next, wait := n.haves.next(c)
 		if msg == nil {
 			select {
-			case <-n.ctx.Done():
+			case <-ctx.Done():
 				return nil
 			case <-wait:
 			}
 			select { // gather what comes soon after into one update
-			case <-n.ctx.Done():
+			case <-ctx.Done():
 				return nil
 			case <-time.After(haveFlushDelay):
 			}

@@ -848,3 +848,41 @@ func BenchmarkFetch(b *testing.B) {
 	secs := time.Since(start).Seconds()
 	b.ReportMetric(float64(bytesPer)*float64(b.N)/(1<<20)/secs, "MiB/s")
 }
+
+// TestJoinFlist: c's only neighbour is b; a holds an flist's blocks and announces the
+// flist. Before c joins the flist, it cannot get a's blocks (b has none); once it has,
+// it is connected to a, holds a's filter and gets them from a.
+func TestJoinFlist(t *testing.T) {
+	blocks := makeBlocks(t, 2, 16<<10)
+	holder, empty := newStore(blocks...), newStore()
+	a := startNode(t, p2p.Config{}, p2p.Service{Blocks: holder, Have: holder.have})
+	b := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, a)}}, p2p.Service{Blocks: empty, Have: empty.have})
+	c := startNode(t, p2p.Config{Bootstrap: []string{loopAddr(t, b)}}, p2p.Service{})
+	testkit.WaitFor(t, "b-a and c-b connections", 5*time.Second, func() bool {
+		return connected(b, a.ID()) && connected(c, b.ID())
+	})
+	ctx := ctxTimeout(t, 30*time.Second)
+	// c's DHT may have dialled a (b names it in the first lookups): on a site of hundreds
+	// a holder is often no neighbour. Cut c from a, once the DHT's first dials are over.
+	time.Sleep(time.Second)
+	c.Host().Network().ClosePeer(a.ID())
+	testkit.WaitFor(t, "c cut from a", 5*time.Second, func() bool { return !connected(c, a.ID()) })
+	if _, err := c.Get(ctx, blocks[0].id); !errors.Is(err, p2p.ErrNotFound) {
+		t.Fatalf("Get before joining: %v, want ErrNotFound", err)
+	}
+	_, digest := randomFlist(1000, 2)
+	provideFlist(t, a, digest)
+	leave := c.JoinFlist(digest)
+	defer leave()
+	testkit.WaitFor(t, "c to connect to a and hold its filter", 20*time.Second, func() bool {
+		return connected(c, a.ID()) && c.Stats().HaveHeldBytes >= 2*minFilterBytes
+	})
+	for _, blk := range blocks {
+		data, err := c.Get(ctx, blk.id)
+		if err != nil || !bytes.Equal(data, blk.data) {
+			t.Fatalf("Get after joining: %v", err)
+		}
+	}
+	leave()
+	leave() // twice is harmless
+}

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	coreconnmgr "github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/zosfs/zosfs-agent/flist"
@@ -86,6 +89,28 @@ func (s *siteStore) have(fn func(flist.BlockID) bool) {
 	}
 }
 
+// cmHost is a mocknet host with a real connection manager: mocknet hosts have none, and
+// without one a node of the simulation would keep a connection, and a filter, for every
+// peer its DHT ever dialled.
+type cmHost struct {
+	host.Host
+	cm *connmgr.BasicConnMgr
+}
+
+func (h cmHost) ConnManager() coreconnmgr.ConnManager { return h.cm }
+
+// withConnManager gives h the daemon's water marks (32, 48), with a grace period and a
+// silence short enough to trim within the simulation.
+func withConnManager(b *testing.B, h host.Host) host.Host {
+	cm, err := connmgr.NewConnManager(32, 48, connmgr.WithGracePeriod(2*time.Second), connmgr.WithSilencePeriod(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.Network().Notify(cm.Notifee())
+	b.Cleanup(func() { cm.Close() })
+	return cmHost{Host: h, cm: cm}
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
@@ -142,10 +167,11 @@ func runSite(b *testing.B, nodes, blocks int) {
 	defer mn.Close()
 	site := make([]*p2p.Node, nodes)
 	for i := range site {
-		h, err := mn.GenPeer()
+		mh, err := mn.GenPeer()
 		if err != nil {
 			b.Fatal(err)
 		}
+		h := withConnManager(b, mh)
 		s := &siteStore{node: i, others: blocks}
 		if i%2 == 1 {
 			s.v1 = v1
@@ -229,8 +255,9 @@ func runSite(b *testing.B, nodes, blocks int) {
 	wg.Wait()
 	read := time.Since(readStart)
 
-	var dhtMsgs, haveSent, haveHeld int64
+	var dhtMsgs, haveSent, haveHeld, conns int64
 	for _, n := range site {
+		conns += int64(len(n.Peers()))
 		st := n.Stats()
 		dhtMsgs += st.DHTMessages
 		haveSent += st.HaveSentBytes
@@ -260,6 +287,7 @@ func runSite(b *testing.B, nodes, blocks int) {
 		return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000
 	}
 	b.ReportMetric(float64(nodes), "nodes")
+	b.ReportMetric(float64(conns)/float64(nodes), "peers/node")
 	b.ReportMetric(float64(dhtMsgs)/float64(nodes), "dht-msgs/node")
 	b.ReportMetric(perProvide, "msgs/block-provide")
 	b.ReportMetric(perProvide*1.5*float64(blocks), "old-provide-msgs/node")
