@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/zosfs/zosfs-agent/flist"
+	"github.com/zosfs/zosfs-agent/internal/flight"
 	"github.com/zosfs/zosfs-agent/internal/testkit"
 	"github.com/zosfs/zosfs-agent/p2p"
 )
@@ -41,6 +43,15 @@ const (
 	siteProvideSamples = 20
 	// siteReaders is the parallel Gets of the node that reads version 2.
 	siteReaders = 16
+	// siteLatency is the one-way latency of every link: a LAN.
+	siteLatency = 500 * time.Microsecond
+	// siteWaveBlocks is the blocks of the new flist every node reads at once (the first
+	// wave), siteWaveReaders the parallel reads of each node.
+	siteWaveBlocks  = 2000
+	siteWaveReaders = 4
+	// siteGetTimeout bounds the ask of the neighbours before the designated fetcher, as
+	// the agent's --peer-timeout does.
+	siteGetTimeout = 3 * time.Second
 )
 
 // siteBlock is a block of the simulation: 8 bytes of content (the content does not matter
@@ -62,18 +73,111 @@ type siteStore struct {
 	v1     map[flist.BlockID][]byte // nil when the node does not hold version 1
 	node   int
 	others int
+
+	mu      sync.Mutex
+	fetched map[flist.BlockID][]byte // blocks of the first wave it holds
 }
 
-func (s *siteStore) Has(_ context.Context, id flist.BlockID) (bool, error) {
-	_, ok := s.v1[id]
-	return ok, nil
+func (s *siteStore) Has(ctx context.Context, id flist.BlockID) (bool, error) {
+	_, err := s.Get(ctx, id)
+	return err == nil, nil
 }
 
 func (s *siteStore) Get(_ context.Context, id flist.BlockID) ([]byte, error) {
 	if data, ok := s.v1[id]; ok {
 		return data, nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if data, ok := s.fetched[id]; ok {
+		return data, nil
+	}
 	return nil, fmt.Errorf("block %s: %w", id, flist.ErrNotFound)
+}
+
+func (s *siteStore) put(id flist.BlockID, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fetched == nil {
+		s.fetched = map[flist.BlockID][]byte{}
+	}
+	s.fetched[id] = data
+}
+
+// siteHub is the hub of the first wave: it counts what it sends.
+type siteHub struct {
+	blocks  map[flist.BlockID][]byte
+	mu      sync.Mutex
+	fetches int
+}
+
+func (h *siteHub) get(id flist.BlockID) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fetches++
+	if data, ok := h.blocks[id]; ok {
+		return data, nil
+	}
+	return nil, fmt.Errorf("block %s: %w", id, flist.ErrNotFound)
+}
+
+// siteNode is one node of the simulation and its read path, a stand-in for the agent's
+// resolver: its cache, the neighbours (bounded by siteGetTimeout), the block's
+// designated fetcher, the hub; one fetch per block however many reads want it.
+type siteNode struct {
+	n     *p2p.Node
+	store *siteStore
+	hub   *siteHub
+	fl    flight.Group[flist.BlockID, []byte]
+	// viaFailed counts the FetchVia calls that failed (the read then went to the hub):
+	// with disagreement on fetchers, it tells why the first wave costs the hub more.
+	viaFailed atomic.Int64
+}
+
+func (sn *siteNode) read(ctx context.Context, id flist.BlockID) error {
+	if ok, _ := sn.store.Has(ctx, id); ok {
+		return nil
+	}
+	_, err := sn.fl.Do(ctx, id, func(ctx context.Context) ([]byte, error) {
+		gctx, cancel := context.WithTimeout(ctx, siteGetTimeout)
+		data, err := sn.n.Get(gctx, id)
+		cancel()
+		if err != nil {
+			if p, ok := sn.n.Fetcher(id); ok {
+				if data, err = sn.n.FetchVia(ctx, p, id); err != nil {
+					sn.viaFailed.Add(1)
+				}
+			}
+		}
+		if err != nil {
+			data, err = sn.hub.get(id)
+		}
+		if err == nil {
+			sn.keep(id, data)
+		}
+		return data, err
+	})
+	return err
+}
+
+// fetch is the node's Service.Fetch: what a neighbour asks of it as the designated
+// fetcher, from its cache or the hub, once.
+func (sn *siteNode) fetch(ctx context.Context, id flist.BlockID) ([]byte, error) {
+	if data, err := sn.store.Get(ctx, id); err == nil {
+		return data, nil
+	}
+	return sn.fl.Do(ctx, id, func(context.Context) ([]byte, error) {
+		data, err := sn.hub.get(id)
+		if err == nil {
+			sn.keep(id, data)
+		}
+		return data, err
+	})
+}
+
+func (sn *siteNode) keep(id flist.BlockID, data []byte) {
+	sn.store.put(id, data)
+	sn.n.Stored(id)
 }
 
 func (s *siteStore) have(fn func(flist.BlockID) bool) {
@@ -163,9 +267,19 @@ func runSite(b *testing.B, nodes, blocks int) {
 	runtime.ReadMemStats(&before)
 	start := time.Now()
 
+	wave := &siteHub{blocks: map[flist.BlockID][]byte{}}
+	var waveIDs []flist.BlockID
+	for i := range siteWaveBlocks {
+		blk := makeSiteBlock(0xf3, i)
+		wave.blocks[blk.id] = blk.data
+		waveIDs = append(waveIDs, blk.id)
+	}
+
 	mn := mocknet.New()
 	defer mn.Close()
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: siteLatency})
 	site := make([]*p2p.Node, nodes)
+	sns := make([]*siteNode, nodes)
 	for i := range site {
 		mh, err := mn.GenPeer()
 		if err != nil {
@@ -180,11 +294,12 @@ func runSite(b *testing.B, nodes, blocks int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := n.Start(ctx, p2p.Service{Blocks: s, Have: s.have}); err != nil {
+		sn := &siteNode{n: n, store: s, hub: wave}
+		if err := n.Start(ctx, p2p.Service{Blocks: s, Have: s.have, Fetch: sn.fetch}); err != nil {
 			b.Fatal(err)
 		}
 		defer n.Close()
-		site[i] = n
+		site[i], sns[i] = n, sn
 	}
 	if err := mn.LinkAll(); err != nil {
 		b.Fatal(err)
@@ -255,10 +370,54 @@ func runSite(b *testing.B, nodes, blocks int) {
 	wg.Wait()
 	read := time.Since(readStart)
 
-	var dhtMsgs, haveSent, haveHeld, conns int64
+	// The first wave: every node reads the new flist at once.
+	dhtBefore := make([]int64, nodes)
+	for i, n := range site {
+		dhtBefore[i] = n.Stats().DHTMessages
+	}
+	waveStart := time.Now()
+	waveTimes := make([]time.Duration, nodes)
+	var waveErrs sync.Map
+	for i, sn := range sns {
+		wg.Go(func() {
+			order := slices.Clone(waveIDs)
+			mrand.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+			ids := make(chan flist.BlockID)
+			var rw sync.WaitGroup
+			for range siteWaveReaders {
+				rw.Go(func() {
+					for id := range ids {
+						if err := sn.read(ctx, id); err != nil {
+							waveErrs.Store(i, err)
+						}
+					}
+				})
+			}
+			for _, id := range order {
+				ids <- id
+			}
+			close(ids)
+			rw.Wait()
+			waveTimes[i] = time.Since(waveStart)
+		})
+	}
+	wg.Wait()
+	waveErrs.Range(func(k, v any) bool {
+		b.Errorf("node %v: a wave read failed: %v", k, v)
+		return false
+	})
+	var waveDHT, viaFailed int64
+	for i, n := range site {
+		waveDHT += n.Stats().DHTMessages - dhtBefore[i]
+		viaFailed += sns[i].viaFailed.Load()
+	}
+	slices.Sort(waveTimes)
+
+	var dhtMsgs, haveSent, haveHeld, conns, refused int64
 	for _, n := range site {
 		conns += int64(len(n.Peers()))
 		st := n.Stats()
+		refused += st.FetchRefused
 		dhtMsgs += st.DHTMessages
 		haveSent += st.HaveSentBytes
 		haveHeld += st.HaveHeldBytes
@@ -297,11 +456,24 @@ func runSite(b *testing.B, nodes, blocks int) {
 	b.ReportMetric(pct(0.5), "get-p50-ms")
 	b.ReportMetric(pct(0.99), "get-p99-ms")
 	b.ReportMetric(float64(hub)/float64(max(newBlocks, 1)), "hub/new")
+	b.ReportMetric(float64(wave.fetches)/siteWaveBlocks, "wave-hub/distinct")
+	b.ReportMetric(waveTimes[len(waveTimes)/2].Seconds(), "wave-p50-s")
+	b.ReportMetric(waveTimes[len(waveTimes)*99/100].Seconds(), "wave-p99-s")
+	b.ReportMetric(float64(waveDHT)/float64(nodes), "wave-dht-msgs/node")
+	b.ReportMetric(float64(refused), "fetch-refused")
+	b.ReportMetric(float64(viaFailed), "wave-fetchvia-failed")
 	b.ReportMetric(setup.Seconds(), "setup-s")
 	b.ReportMetric(read.Seconds(), "read-s")
 	b.Logf("%d nodes, %d blocks each on average: %d of version 2's %d blocks from the hub (%d new); "+
 		"%.0f DHT messages per node against %.0f for one round of the old design",
 		nodes, 3*blocks/2, hub, len(v2), newBlocks, float64(dhtMsgs)/float64(nodes), perProvide*1.5*float64(blocks))
+	b.Logf("first wave: %d nodes read %d new blocks at once; the hub sent %d (%.2f× the distinct blocks)",
+		nodes, siteWaveBlocks, wave.fetches, float64(wave.fetches)/siteWaveBlocks)
+	if wave.fetches > siteWaveBlocks*105/100 {
+		// Not an error: a known gap (docs/BENCHMARKS.md). Nodes that see different
+		// neighbours disagree on a block's designated fetcher.
+		b.Logf("first wave: goal (≤ 1.05×) not met")
+	}
 	if hub > newBlocks*105/100 {
 		b.Errorf("the hub sent %d blocks for %d new ones", hub, newBlocks)
 	}
