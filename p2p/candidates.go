@@ -3,13 +3,11 @@ package p2p
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // candidateIter yields the peers to ask for an flist, in GetFlist's order, each
@@ -36,13 +34,13 @@ type candidateIter struct {
 }
 
 // candidates returns the iterator of the peers to ask for the flist named c:
-// the connected peers that speak proto (or may), in random order, when there are at
-// most askConnectedMax of them, and the DHT's providers of c.
-func (n *Node) candidates(c cid.Cid, proto protocol.ID) *candidateIter {
+// the connected peers that speak FlistProtocolID (or may), in random order, when there
+// are at most askConnectedMax of them, and the DHT's providers of c.
+func (n *Node) candidates(c cid.Cid) *candidateIter {
 	var connected []peer.ID
-	if ps := n.peersSpeaking(proto); len(ps) <= askConnectedMax {
+	if ps := n.peersSpeaking(FlistProtocolID); len(ps) <= askConnectedMax {
 		connected = ps
-		rand.Shuffle(len(connected), func(i, j int) { connected[i], connected[j] = connected[j], connected[i] })
+		shuffle(connected)
 	}
 	return &candidateIter{
 		self:      n.id,

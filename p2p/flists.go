@@ -98,7 +98,7 @@ func (n *Node) GetFlist(ctx context.Context, digest []byte, f FlistFile, max int
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var errs []error
-	cands := n.candidates(c, FlistProtocolID)
+	cands := n.candidates(c)
 	for {
 		ai, ok := cands.Next(ctx)
 		if !ok {

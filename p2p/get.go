@@ -16,9 +16,11 @@ import (
 
 // Tuning of Get.
 const (
-	// askConnectedMax bounds the neighbours without a have-filter (they do not speak
-	// HaveProtocolID, or theirs has not arrived) that one Get asks: each that lacks the
-	// block costs a LAN round trip.
+	// askConnectedMax bounds the connected peers asked on the chance that they hold
+	// what is wanted, each that lacks it costing a LAN round trip: for a block, the
+	// neighbours without a have-filter (they do not speak HaveProtocolID, or theirs has
+	// not arrived); for an flist, GetFlist asks its connected peers before the DHT's
+	// providers only when there are at most this many.
 	askConnectedMax = 16
 	// getMaxProviders bounds the providers one flist lookup takes from the DHT.
 	getMaxProviders = 16
